@@ -1,0 +1,1 @@
+"""torchyard control plane: the TrainJob/TestJob API, renderers, operator and Slurm bridge. Never imports torch."""

@@ -1,0 +1,1 @@
+"""torchyard data plane: OpenMMLab-style distributed training and evaluation. Never imports kopf or kubernetes."""

@@ -1,0 +1,264 @@
+"""Crash-safe checkpoints: atomic saves, safe loads, rotation, and the mmengine-style pointer files.
+
+A work dir looks like mmengine's: `epoch_3.pth` / `iter_3000.pth`, `best_<metric>_epoch_2.pth`, and the
+pointer files `last_checkpoint` and `best_checkpoint`, each holding the absolute path of a checkpoint.
+Every file is written to a hidden temp file and renamed into place, so a crash or a full disk leaves
+either the old file or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import pickle
+import re
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+
+LAST_POINTER = "last_checkpoint"
+BEST_POINTER = "best_checkpoint"
+
+_ROTATED = re.compile(r"(epoch|iter)_(\d+)\.pth")
+# Temp files left by a writer that was killed; `_atomic_write` names them `.<name>.<uuid hex>.tmp`.
+_STALE_TEMP = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written, found or read; the message says which file and what to do."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """The file exists but cannot be read back: truncated by a crash, cut short by a full disk, or damaged."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"checkpoint {path} is truncated or corrupt ({reason}); it was probably cut short by a crash "
+            "or a full disk. Delete it to resume from an earlier checkpoint, or pass another one."
+        )
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
+    """Write `state` to `path` atomically; on failure the previous file at `path` is left as it was."""
+    path = Path(path)
+    _save(state, path, previous=path if path.is_file() else None)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with `weights_only=True`; never falls back to unrestricted pickle loading."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {path}; check the path or the work_dir") from None
+    except (PermissionError, IsADirectoryError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+    except Exception as exc:  # torch reports a torn file as RuntimeError, EOFError or OSError, among others
+        if isinstance(exc, pickle.UnpicklingError) and "weights_only" in str(exc):
+            raise CheckpointError(
+                f"checkpoint {path} cannot be loaded with weights_only=True: "
+                f"{_weights_only_detail(str(exc))} It was probably written by another tool (a full-pickle "
+                "checkpoint), or its state holds objects other than tensors, numbers, strings and "
+                "containers. Re-save it as plain data, or allowlist the type with "
+                "torch.serialization.add_safe_globals if you trust the file."
+            ) from None
+        raise CorruptCheckpointError(path, _reason(exc)) from exc
+
+
+class CheckpointManager:
+    """Saves, rotates and finds the checkpoints of one work dir. Only one process (rank 0) should save."""
+
+    def __init__(
+        self, work_dir: str | os.PathLike, max_keep_ckpts: int = -1, logger: logging.Logger | None = None
+    ):
+        self.work_dir = Path(work_dir).absolute()
+        self.max_keep_ckpts = max_keep_ckpts  # < 1 keeps all, as in mmengine's CheckpointHook
+        self.logger = logger or logging.getLogger(__name__)
+
+    def save(self, state: dict, filename: str) -> Path:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        # A writer killed mid-save leaves its temp file behind; reclaim that space before writing more.
+        for leftover in self.work_dir.iterdir():
+            if _STALE_TEMP.fullmatch(leftover.name):
+                leftover.unlink(missing_ok=True)
+        path = self.work_dir / filename
+        _save(state, path, previous=self.last())
+        self._point(LAST_POINTER, path)
+        self._rotate()
+        return path
+
+    def save_best(self, state: dict, filename: str) -> Path:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        previous = self.best()
+        path = self.work_dir / filename
+        _save(state, path, previous=previous)
+        # Move the pointer before deleting the old best, so that it never names a missing file.
+        self._point(BEST_POINTER, path)
+        if previous is not None and not _same(previous, path) and not _same(previous, self.last()):
+            previous.unlink(missing_ok=True)
+            self.logger.info("removed previous best checkpoint %s", previous)
+        return path
+
+    def last(self) -> Path | None:
+        return self._follow(LAST_POINTER)
+
+    def best(self) -> Path | None:
+        return self._follow(BEST_POINTER)
+
+    def load_resumable(self, map_location: str | torch.device = "cpu") -> tuple[Path, dict] | None:
+        """The newest readable checkpoint and its state, skipping corrupt ones; None if there is none."""
+        last = self.last()
+        newest_first = [p for p in reversed(self._rotated()) if not _same(p, last)]
+        candidates = [last, *newest_first] if last else newest_first
+        corrupt: list[str] = []
+        for i, path in enumerate(candidates):
+            try:
+                return path, load_checkpoint(path, map_location)
+            except CorruptCheckpointError as exc:
+                corrupt.append(f"{path} ({exc.reason})")
+                if i + 1 < len(candidates):
+                    self.logger.warning(
+                        "checkpoint %s is corrupt (%s); falling back to %s",
+                        path,
+                        exc.reason,
+                        candidates[i + 1],
+                    )
+        if not corrupt:
+            return None
+        raise CheckpointError(
+            f"every checkpoint in {self.work_dir} is corrupt: {'; '.join(corrupt)}. "
+            "Delete them to train from scratch, or resume from a checkpoint elsewhere."
+        )
+
+    def _follow(self, pointer: str) -> Path | None:
+        try:
+            target = Path((self.work_dir / pointer).read_text().strip())
+        except FileNotFoundError:
+            return None
+        if not target.name:
+            return None
+        # A work dir mounted at another path (another pod, a Slurm node) still resolves by file name.
+        return next((p for p in (target, self.work_dir / target.name) if p.is_file()), None)
+
+    def _point(self, pointer: str, path: Path) -> None:
+        try:
+            _atomic_write(self.work_dir / pointer, lambda f: f.write(str(path).encode()))
+        except OSError as exc:
+            raise CheckpointError(
+                f"saved {path} but could not update {self.work_dir / pointer}: {_reason(exc)}; {_advice(exc)}"
+            ) from exc
+
+    def _rotated(self) -> list[Path]:
+        """epoch_*.pth / iter_*.pth in the work dir, oldest first."""
+        numbered = []
+        for path in self.work_dir.glob("*.pth"):
+            if match := _ROTATED.fullmatch(path.name):
+                numbered.append((int(match[2]), match[1], path))
+        return [path for *_, path in sorted(numbered)]
+
+    def _rotate(self) -> None:
+        if self.max_keep_ckpts < 1:
+            return
+        # Numbers can go down (a run restarted without resume), so the checkpoint just saved is not
+        # always among the newest: never delete what a pointer names.
+        protected = [self.last(), self.best()]
+        for old in self._rotated()[: -self.max_keep_ckpts]:
+            if not any(_same(old, p) for p in protected):
+                old.unlink(missing_ok=True)
+                self.logger.info("removed old checkpoint %s (max_keep_ckpts=%d)", old, self.max_keep_ckpts)
+
+
+def resolve_checkpoint(path_or_dir: str | os.PathLike, which: str = "best") -> Path:
+    """A checkpoint file as is, or a work dir's best (or latest) checkpoint, falling back to the other."""
+    if which not in ("best", "latest"):
+        raise ValueError(f"which must be 'best' or 'latest', not {which!r}")
+    path = Path(path_or_dir)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint at {path}; pass a checkpoint file or a work dir")
+    manager = CheckpointManager(path)
+    found = (manager.best(), manager.last()) if which == "best" else (manager.last(), manager.best())
+    for target in found:
+        if target is not None:
+            return target
+    raise CheckpointError(
+        f"work dir {path} has no {BEST_POINTER} or {LAST_POINTER} naming an existing checkpoint; "
+        "pass a checkpoint file instead, or train into this work dir first"
+    )
+
+
+def _save(state: dict, path: Path, previous: Path | None) -> None:
+    try:
+        _atomic_write(path, lambda f: torch.save(state, f))
+    except Exception as exc:
+        # torch.save turns the OSError of a failed write (e.g. ENOSPC) into a vague RuntimeError.
+        cause = _os_error_in(exc) or exc
+        intact = (
+            f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+        )
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {_reason(cause)}; {intact}; {_advice(cause)}"
+        ) from exc
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write via a temp file beside `path`, then rename it over `path`: readers see old or new, never torn."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        # Not mkstemp: its mode 0600 would hide checkpoints from other users, such as evaluation pods.
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    # The rename lives in the directory; without this a power loss can undo it.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _os_error_in(exc: BaseException | None) -> OSError | None:
+    while exc is not None and not isinstance(exc, OSError):
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
+def _same(a: Path, b: Path | None) -> bool:
+    return b is not None and a.resolve() == b.resolve()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _advice(exc: BaseException) -> str:
+    if not isinstance(exc, OSError):
+        return "keep the state to tensors, numbers, strings, None and containers of them"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space or set a different work_dir"
+    return "check that the work_dir is writable, or set a different work_dir"
+
+
+def _weights_only_detail(message: str) -> str:
+    """The one useful line of torch's long weights_only error (it names the type that was refused)."""
+    for line in message.splitlines():
+        _, found, detail = line.partition("WeightsUnpickler error: ")
+        if found:
+            return detail.strip()
+    return message.strip().splitlines()[0]

@@ -1,0 +1,55 @@
+"""What torchyard-train and torchyard-test share: common flags, config loading, and turning errors into
+one clear line and a documented exit code (a trace-back only with --debug or TORCHYARD_DEBUG=1)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from torchyard.trainer import exitcodes
+from torchyard.trainer.config import Config, ConfigError
+from torchyard.trainer.dist import LAUNCHERS
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="config file (.py, .yaml or .json; _base_ inheritance works)")
+    parser.add_argument("--work-dir", help="where logs, checkpoints and the merged config go "
+                        "(default: the config's work_dir, else work_dirs/<config name>)")
+    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config keys: a.b=1 c=[1,2] d=(1,2) e=True f=None g=text")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="none",
+                        help="how the processes were started: none (one process), pytorch (torchrun), "
+                        "slurm (srun), mpi (mpirun)")
+    parser.add_argument("--local-rank", "--local_rank", type=int, help=argparse.SUPPRESS)  # torch.distributed.launch
+    parser.add_argument("--debug", action="store_true", help="show full trace-backs on errors")
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    cfg = Config.fromfile(args.config, cfg_options=args.cfg_options)
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif not cfg.get("work_dir"):
+        cfg.work_dir = str(Path("work_dirs") / Path(args.config).stem)
+    cfg.launcher = args.launcher
+    return cfg
+
+
+def run_main(main: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    from torchyard.trainer.checkpoint import CheckpointError
+    from torchyard.trainer.loops import TrainingInterrupted
+
+    debug = args.debug or os.environ.get("TORCHYARD_DEBUG") == "1"
+    try:
+        return main(args)
+    except (ConfigError, CheckpointError) as err:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        return exitcodes.CONFIG_ERROR
+    except TrainingInterrupted as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        return exitcodes.INTERRUPTED_BASE + stop.signum

@@ -1,0 +1,168 @@
+"""Launchers: read the standard environment of torchrun, srun or mpirun and join the process group.
+
+The trainer knows nothing of Kubernetes or Slurm beyond these variables (see DESIGN.md, environment contract).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from torchyard.trainer.config import ConfigError
+
+LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
+DEFAULT_PORT = 29500
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+    master_addr: str = "127.0.0.1"
+    master_port: int = DEFAULT_PORT
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _require(env: Mapping[str, str], launcher: str, names: tuple[str, ...]) -> dict[str, str]:
+    missing = [name for name in names if not env.get(name)]
+    if missing:
+        raise ConfigError(
+            f"--launcher {launcher}: environment variable(s) {', '.join(missing)} not set. "
+            + {
+                "pytorch": "Start the trainer with torchrun (torchrun --nproc-per-node=N -m torchyard.trainer.train ...).",
+                "slurm": "Start the trainer inside an allocation with srun (one task per process).",
+                "mpi": "Start the trainer with mpirun, and export MASTER_ADDR for multi-node jobs.",
+            }[launcher]
+        )
+    return {name: env[name] for name in names}
+
+
+def _int(env: Mapping[str, str], name: str, launcher: str) -> int:
+    try:
+        return int(env[name])
+    except ValueError:
+        raise ConfigError(f"--launcher {launcher}: {name}={env[name]!r} is not an integer") from None
+
+
+def parse_launcher_env(launcher: str, env: Mapping[str, str]) -> DistEnv:
+    """Pure: the launcher's variables in, this process's place in the job out."""
+    if launcher == "none":
+        return DistEnv()
+    if launcher == "pytorch":
+        _require(env, launcher, ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+        world_size = _int(env, "WORLD_SIZE", launcher)
+        return DistEnv(
+            rank=_int(env, "RANK", launcher),
+            world_size=world_size,
+            local_rank=_int(env, "LOCAL_RANK", launcher),
+            local_world_size=_int(env, "LOCAL_WORLD_SIZE", launcher) if env.get("LOCAL_WORLD_SIZE") else world_size,
+            master_addr=env["MASTER_ADDR"],
+            master_port=_int(env, "MASTER_PORT", launcher),
+        )
+    if launcher == "slurm":
+        _require(env, launcher, ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS", "SLURM_JOB_NODELIST"))
+        ntasks = _int(env, "SLURM_NTASKS", launcher)
+        nnodes = int(env.get("SLURM_NNODES") or 1)
+        return DistEnv(
+            rank=_int(env, "SLURM_PROCID", launcher),
+            world_size=ntasks,
+            local_rank=_int(env, "SLURM_LOCALID", launcher),
+            local_world_size=max(ntasks // max(nnodes, 1), 1),
+            master_addr=env.get("MASTER_ADDR") or first_slurm_host(env["SLURM_JOB_NODELIST"]),
+            master_port=_int(env, "MASTER_PORT", launcher) if env.get("MASTER_PORT") else slurm_port(env),
+        )
+    if launcher == "mpi":
+        _require(env, launcher, ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"))
+        world_size = _int(env, "OMPI_COMM_WORLD_SIZE", launcher)
+        if world_size > 1 and not env.get("MASTER_ADDR"):
+            # Every rank must agree on one rendezvous host; mpirun does not say which one that is.
+            raise ConfigError("--launcher mpi: MASTER_ADDR is not set; export the first host's address "
+                              "(mpirun -x MASTER_ADDR=host0 ...)")
+        return DistEnv(
+            rank=_int(env, "OMPI_COMM_WORLD_RANK", launcher),
+            world_size=world_size,
+            local_rank=_int(env, "OMPI_COMM_WORLD_LOCAL_RANK", launcher),
+            local_world_size=int(env.get("OMPI_COMM_WORLD_LOCAL_SIZE") or world_size),
+            master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=_int(env, "MASTER_PORT", launcher) if env.get("MASTER_PORT") else DEFAULT_PORT,
+        )
+    raise ConfigError(f"--launcher {launcher!r} is unknown; choose one of {', '.join(LAUNCHERS)}")
+
+
+def slurm_port(env: Mapping[str, str]) -> int:
+    """A port derived from the job id, so two jobs sharing a node never both take 29500."""
+    job_id = int(env.get("SLURM_JOB_ID") or 0)
+    return 20000 + job_id % 10000
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """The first host of a Slurm node list such as ``gpu[003-005,007],cpu01``."""
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                             timeout=30, check=True).stdout.split()
+        if out:
+            return out[0]
+    except (OSError, subprocess.SubprocessError):
+        pass  # no scontrol here (e.g. a test); the list syntax is simple enough to expand by hand
+    match = re.match(r"([^\[,]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if not match:
+        raise ConfigError(f"--launcher slurm: cannot read SLURM_JOB_NODELIST={nodelist!r}")
+    prefix, ranges = match.groups()
+    if not ranges:
+        return prefix
+    return prefix + ranges.split(",")[0].split("-")[0]
+
+
+def init_distributed(launcher: str, env: Mapping[str, str] | None = None, timeout_s: int = 1800) -> DistEnv:
+    """Join the process group (gloo on CPU, nccl on CUDA); a no-op for one process."""
+    info = parse_launcher_env(launcher, os.environ if env is None else env)
+    if not info.distributed:
+        return info
+    use_cuda = torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(info.local_rank % torch.cuda.device_count())
+    # env:// lets workers under torchrun join the agent's own store instead of binding MASTER_PORT again.
+    os.environ.update(MASTER_ADDR=info.master_addr, MASTER_PORT=str(info.master_port), RANK=str(info.rank),
+                      WORLD_SIZE=str(info.world_size), LOCAL_RANK=str(info.local_rank))
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",
+                            timeout=timedelta(seconds=timeout_s))
+    return info
+
+
+def device_for(info: DistEnv) -> torch.device:
+    """CUDA when visible (``CUDA_VISIBLE_DEVICES=-1`` hides it), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", info.local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def destroy_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_max(value: int, info: DistEnv) -> int:
+    """The largest value over all ranks (used so every rank agrees to stop at the same step)."""
+    if not info.distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())

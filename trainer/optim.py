@@ -1,0 +1,185 @@
+"""``optim_wrapper`` (optimizer, AMP, gradient clipping and accumulation) and ``param_scheduler`` configs.
+
+    optim_wrapper = dict(optimizer=dict(type="SGD", lr=0.1, momentum=0.9), clip_grad=dict(max_norm=1.0),
+                         accumulative_counts=2)
+    param_scheduler = [dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=50),
+                       dict(type="CosineAnnealingLR", by_epoch=True, begin=0, end=10)]
+
+Every ``torch.optim`` optimizer and ``torch.optim.lr_scheduler`` scheduler is registered. A scheduler acts
+only within ``[begin, end)``, counted in epochs or iterations (``by_epoch``); schedulers chain, as in mmengine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+
+import torch
+from torch import nn
+from torch.optim import lr_scheduler
+
+from torchyard.trainer.config import ConfigError
+from torchyard.trainer.registry import OPTIMIZERS, PARAM_SCHEDULERS
+
+OPTIMIZERS.register_all(
+    cls for cls in vars(torch.optim).values()
+    if inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer
+)
+PARAM_SCHEDULERS.register_all(
+    cls for name, cls in vars(lr_scheduler).items()
+    if inspect.isclass(cls) and issubclass(cls, lr_scheduler.LRScheduler) and not name.startswith("_")
+    and cls not in (lr_scheduler.LRScheduler, lr_scheduler._LRScheduler)
+)
+
+
+class OptimWrapper:
+    """One place for backward, AMP loss scaling, gradient accumulation, clipping and the optimizer step."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, accumulative_counts: int = 1,
+                 clip_grad: dict | None = None, amp_dtype: torch.dtype | None = None,
+                 device: torch.device = torch.device("cpu")) -> None:
+        if accumulative_counts < 1:
+            raise ConfigError(f"optim_wrapper.accumulative_counts must be >= 1, got {accumulative_counts}")
+        self.optimizer = optimizer
+        self.accumulative_counts = accumulative_counts
+        self.clip_grad = clip_grad
+        self.amp_dtype = amp_dtype
+        self.device = device
+        # fp16 underflows without loss scaling; bf16 keeps fp32's range and needs none.
+        self.scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+        self._pending = 0
+        self.last_grad_norm: float | None = None
+
+    @contextlib.contextmanager
+    def autocast(self):
+        if self.amp_dtype is None:
+            yield
+        else:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype):
+                yield
+
+    def sync_context(self, model: nn.Module):
+        """Skip DDP's gradient all-reduce on the micro-steps of an accumulation window."""
+        will_step = self._pending + 1 >= self.accumulative_counts
+        if will_step or not hasattr(model, "no_sync"):
+            return contextlib.nullcontext()
+        return model.no_sync()
+
+    def update(self, loss: torch.Tensor) -> bool:
+        """Backward ``loss``; step when the accumulation window is full. Returns whether it stepped."""
+        loss = loss / self.accumulative_counts
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        self._pending += 1
+        if self._pending < self.accumulative_counts:
+            return False
+        self.step()
+        return True
+
+    def step(self) -> None:
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if self.clip_grad:
+            params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+            self.last_grad_norm = float(nn.utils.clip_grad_norm_(params, **self.clip_grad))
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._pending = 0
+
+    def flush(self) -> None:
+        """Apply a partly filled accumulation window (at the end of an epoch), so no gradient is dropped."""
+        if self._pending:
+            self.step()
+
+    @property
+    def at_boundary(self) -> bool:
+        return self._pending == 0
+
+    def get_lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def scale_lr(self, factor: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+            if "initial_lr" in group:
+                group["initial_lr"] *= factor
+
+    def state_dict(self) -> dict:
+        state = {"optimizer": self.optimizer.state_dict()}
+        if self.scaler:
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def build_optim_wrapper(cfg: dict, model: nn.Module, amp: bool, device: torch.device) -> OptimWrapper:
+    if "optimizer" not in cfg:
+        raise ConfigError("optim_wrapper: needs an 'optimizer', e.g. dict(optimizer=dict(type='SGD', lr=0.1))")
+    extra = set(cfg) - {"type", "optimizer", "clip_grad", "accumulative_counts", "dtype"}
+    if extra:
+        raise ConfigError(f"optim_wrapper: unknown key(s) {', '.join(sorted(extra))}; "
+                          "known: optimizer, clip_grad, accumulative_counts, dtype")
+    amp = amp or cfg.get("type") == "AmpOptimWrapper"
+    amp_dtype = None
+    if amp:
+        default = "float16" if device.type == "cuda" else "bfloat16"
+        amp_dtype = getattr(torch, cfg.get("dtype") or default)
+    optimizer = OPTIMIZERS.build(cfg["optimizer"], where="optim_wrapper.optimizer",
+                                 params=[p for p in model.parameters() if p.requires_grad])
+    return OptimWrapper(optimizer, cfg.get("accumulative_counts", 1), cfg.get("clip_grad"), amp_dtype, device)
+
+
+class ParamScheduler:
+    """A torch LR scheduler stepped only while ``begin <= t < end``, ``t`` in epochs or iterations."""
+
+    def __init__(self, scheduler: lr_scheduler.LRScheduler, by_epoch: bool, begin: int, end: float) -> None:
+        self.scheduler = scheduler
+        self.by_epoch = by_epoch
+        self.begin = begin
+        self.end = end
+
+    def step(self, t: int) -> None:
+        """Called after unit ``t`` (an epoch or an iteration) has finished."""
+        if self.begin <= t < self.end:
+            self.scheduler.step()
+
+    def state_dict(self) -> dict:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state)
+
+
+def build_param_schedulers(cfgs: list[dict] | dict | None, optimizer: torch.optim.Optimizer,
+                           max_epochs: int, max_iters: int) -> list[ParamScheduler]:
+    if not cfgs:
+        return []
+    cfgs = [cfgs] if isinstance(cfgs, dict) else cfgs
+    schedulers = []
+    for i, cfg in enumerate(cfgs):
+        where = f"param_scheduler[{i}]"
+        cfg = dict(cfg)
+        by_epoch = cfg.pop("by_epoch", True)
+        begin = cfg.pop("begin", 0)
+        end = cfg.pop("end", max_epochs if by_epoch else max_iters)
+        if not 0 <= begin < end:
+            raise ConfigError(f"{where}: needs 0 <= begin < end, got begin={begin}, end={end}")
+        span = end - begin if math.isfinite(end) else None
+        name = cfg["type"] if isinstance(cfg.get("type"), str) else getattr(cfg.get("type"), "__name__", "")
+        # OpenMMLab configs leave the length to begin/end; torch wants it spelled out.
+        if name == "CosineAnnealingLR" and span:
+            cfg.setdefault("T_max", span)
+        if name in ("LinearLR", "ConstantLR", "PolynomialLR") and span:
+            cfg.setdefault("total_iters", span)
+        cfg.pop("convert_to_iter_based", None)
+        scheduler = PARAM_SCHEDULERS.build(cfg, where=where, optimizer=optimizer)
+        schedulers.append(ParamScheduler(scheduler, by_epoch, begin, end))
+    return schedulers

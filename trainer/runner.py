@@ -1,0 +1,305 @@
+"""The Runner builds what a config describes and owns the run's state; the loops in loops.py do the stepping.
+
+    runner = Runner(Config.fromfile("configs/digits_cnn.py"))
+    runner.train()                   # or runner.test("work_dirs/digits_cnn")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+import torchyard.trainer.checkpoint_hook
+import torchyard.trainer.models  # noqa: F401 - importing registers the built-in hooks and models
+from torchyard.trainer.checkpoint import CheckpointManager, load_checkpoint, resolve_checkpoint
+from torchyard.trainer.config import Config, ConfigError
+from torchyard.trainer.data import build_dataloader
+from torchyard.trainer.dist import all_reduce_max, destroy_distributed, device_for, init_distributed
+from torchyard.trainer.evaluation import Evaluator
+from torchyard.trainer.hooks import build_hooks
+from torchyard.trainer.logger import setup_logger
+from torchyard.trainer.loops import TrainingInterrupted, run_eval_loop, run_train_loop
+from torchyard.trainer.optim import build_optim_wrapper, build_param_schedulers
+from torchyard.trainer.registry import MODELS, import_custom_modules
+from torchyard.trainer.seed import get_rng_state, seed_everything, set_rng_state
+from torchyard.trainer.stop import StopRequest
+
+DEFAULT_HOOKS = {
+    "logger": {"type": "LoggerHook", "interval": 10},
+    "checkpoint": {"type": "CheckpointHook", "interval": 1},
+}
+# With several processes, checking for a stop signal costs an all-reduce; do it every few steps.
+DIST_STOP_CHECK_INTERVAL = 10
+
+
+class Runner:
+    def __init__(self, cfg: Config, log_name: str = "train.log") -> None:
+        import_custom_modules(cfg.get("custom_imports"))
+        self.cfg = cfg
+        self.work_dir = Path(cfg.get("work_dir") or Path("work_dirs") / Path(cfg.filename or "run").stem)
+        self.env = init_distributed(cfg.get("launcher", "none"))
+        self.device = device_for(self.env)
+        self.logger = setup_logger(self.work_dir, self.env.rank, log_name, cfg.get("log_level", "INFO"))
+        randomness = cfg.get("randomness") or {}
+        self.seed = randomness.get("seed", 0)
+        self.deterministic = randomness.get("deterministic", False)
+        seed_everything(self.seed, self.env.rank, self.deterministic)
+        model = MODELS.build(cfg.model, where="model").to(self.device)
+        self.model = DistributedDataParallel(model) if self.env.distributed else model
+        self.hooks = build_hooks({**DEFAULT_HOOKS, **cfg.get("default_hooks", {})}, cfg.get("custom_hooks"))
+        self.checkpoints = CheckpointManager(self.work_dir, logger=self.logger)
+        self.amp_dtype = None
+        self.epoch = self.iter = self.inner_iter = 0
+        self.data_time = 0.0
+        self.stop = StopRequest()
+        self._saved_at_iter = -1
+        if self.env.is_main:
+            cfg.dump(self.work_dir / f"{Path(cfg.filename or 'config').stem}.py")
+        self.logger.info(f"torch {torch.__version__}, device {self.device}, world size {self.env.world_size}, "
+                         f"seed {self.seed}, deterministic {self.deterministic}, work dir {self.work_dir}")
+
+    @property
+    def unwrapped_model(self) -> torch.nn.Module:
+        return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+
+    def call_hook(self, name: str, **kwargs) -> None:
+        for hook in self.hooks:
+            getattr(hook, name)(self, **kwargs)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # ---- training -------------------------------------------------------------------------------------------
+
+    def train(self) -> dict[str, float]:
+        """Train to ``max_epochs``/``max_iters``; returns the last validation metrics (empty without validation)."""
+        cfg = self.cfg
+        train_cfg = dict(cfg.get("train_cfg") or {})
+        self.by_epoch = train_cfg.get("by_epoch", True)
+        self.train_dataloader = build_dataloader(cfg.train_dataloader, self.env, self.seed, train=True,
+                                                 where="train_dataloader")
+        self.iters_per_epoch = len(self.train_dataloader)
+        if self.by_epoch:
+            self.max_epochs = _positive(train_cfg, "max_epochs")
+            self.max_iters = self.max_epochs * self.iters_per_epoch
+        else:
+            self.max_iters = _positive(train_cfg, "max_iters")
+            self.max_epochs = math.ceil(self.max_iters / self.iters_per_epoch)
+        self.val_interval = train_cfg.get("val_interval", 1)
+        self.val_begin = train_cfg.get("val_begin", 1)
+        self.val_dataloader = self.val_evaluator = None
+        if cfg.get("val_dataloader"):
+            self.val_dataloader = build_dataloader(cfg.val_dataloader, self.env, self.seed, train=False,
+                                                   where="val_dataloader")
+            self.val_evaluator = Evaluator.build(cfg.val_evaluator, where="val_evaluator")
+
+        self.optim_wrapper = build_optim_wrapper(cfg.optim_wrapper, self.unwrapped_model, cfg.get("amp", False),
+                                                 self.device)
+        self.amp_dtype = self.optim_wrapper.amp_dtype
+        self._auto_scale_lr()
+        schedulers = build_param_schedulers(cfg.get("param_scheduler"), self.optim_wrapper.optimizer,
+                                            self.max_epochs, self.max_iters)
+        self.iter_schedulers = [s for s in schedulers if not s.by_epoch]
+        self.epoch_schedulers = [s for s in schedulers if s.by_epoch]
+        self.last_metrics: dict[str, float] = {}
+
+        if cfg.get("resume"):
+            self.resume(None if cfg.resume in (True, "auto") else cfg.resume)
+        elif cfg.get("load_from"):
+            self.load_weights(cfg.load_from)
+
+        self.call_hook("before_run")
+        self.call_hook("before_train")
+        self.stop.install()
+        start = time.perf_counter()
+        try:
+            run_train_loop(self)
+        finally:
+            self.stop.restore()
+            self.call_hook("after_run")
+        self.call_hook("after_train")
+        self.logger.info(f"training finished: {self.iter} iterations, {self.epoch} epochs in "
+                         f"{time.perf_counter() - start:.1f} s")
+        return self.last_metrics
+
+    def validation_due(self, t: int) -> bool:
+        if self.val_dataloader is None or t < self.val_begin:
+            return False
+        return t % self.val_interval == 0 or t == (self.max_epochs if self.by_epoch else self.max_iters)
+
+    def validate(self) -> dict[str, float]:
+        metrics = run_eval_loop(self, self.val_dataloader, self.val_evaluator)
+        self.last_metrics = metrics
+        self.call_hook("after_val", metrics=metrics)
+        return metrics
+
+    def stop_if_requested(self) -> None:
+        if self.env.distributed and self.iter % DIST_STOP_CHECK_INTERVAL and self.inner_iter:
+            return
+        signum = all_reduce_max(self.stop.signum, self.env)
+        if not signum:
+            return
+        if self._saved_at_iter == self.iter:
+            path = self.checkpoints.last()
+        else:
+            path = self.save_checkpoint(f"iter_{self.iter}.pth")
+        raise TrainingInterrupted(signum, str(path))
+
+    def _auto_scale_lr(self) -> None:
+        scale = self.cfg.get("auto_scale_lr") or {}
+        if not scale.get("enable"):
+            return
+        if "base_batch_size" not in scale:
+            raise ConfigError("auto_scale_lr: needs base_batch_size (the total batch size the lr was tuned for)")
+        total = self.env.world_size * self.train_dataloader.batch_size
+        factor = total / scale["base_batch_size"]
+        self.optim_wrapper.scale_lr(factor)
+        self.logger.info(f"auto_scale_lr: total batch size {total} / base {scale['base_batch_size']} -> "
+                         f"lr x{factor:g} = {self.optim_wrapper.get_lr():g}")
+
+    # ---- checkpoints ----------------------------------------------------------------------------------------
+
+    def checkpoint_state(self) -> dict | None:
+        """The full training state; a collective (every rank contributes its RNG state), None off rank 0."""
+        rng = get_rng_state()
+        if self.env.distributed:
+            every_rank: list = [None] * self.env.world_size
+            dist.all_gather_object(every_rank, rng)
+        else:
+            every_rank = [rng]
+        if not self.env.is_main:
+            return None
+        return {
+            "meta": {
+                "epoch": self.epoch, "iter": self.iter, "inner_iter": self.inner_iter,
+                "world_size": self.env.world_size, "batch_size": self.train_dataloader.batch_size,
+                "seed": self.seed, "torch_version": str(torch.__version__), "config": self.cfg.pretty_text,
+                "time": time.time(),
+            },
+            "state_dict": self.unwrapped_model.state_dict(),
+            "optim_wrapper": self.optim_wrapper.state_dict(),
+            "param_schedulers": [s.state_dict() for s in self.iter_schedulers + self.epoch_schedulers],
+            "rng": every_rank,
+            "hooks": {},
+        }
+
+    def save_checkpoint(self, filename: str) -> Path | None:
+        state = self.checkpoint_state()
+        self._saved_at_iter = self.iter
+        if state is None:
+            return None
+        self.call_hook("before_save_checkpoint", state=state)
+        path = self.checkpoints.save(state, filename)
+        self.logger.info(f"saved checkpoint {path}")
+        return path
+
+    def save_best_checkpoint(self, filename: str) -> Path | None:
+        state = self.checkpoint_state()
+        if state is None:
+            return None
+        self.call_hook("before_save_checkpoint", state=state)
+        path = self.checkpoints.save_best(state, filename)
+        self.logger.info(f"saved best checkpoint {path}")
+        return path
+
+    def resume(self, path: str | None) -> None:
+        if path is None:
+            found = self.checkpoints.load_resumable()
+            if found is None:
+                self.logger.info(f"--resume: no checkpoint in {self.work_dir} yet; starting from scratch")
+                return
+            path, state = found
+        else:
+            state = load_checkpoint(path)
+        meta = state["meta"]
+        self.unwrapped_model.load_state_dict(state["state_dict"])
+        self.optim_wrapper.load_state_dict(state["optim_wrapper"])
+        schedulers = self.iter_schedulers + self.epoch_schedulers
+        if len(state["param_schedulers"]) != len(schedulers):
+            raise ConfigError(f"--resume {path}: it has {len(state['param_schedulers'])} param schedulers, the "
+                              f"config has {len(schedulers)}; resume with the config it was trained with")
+        for scheduler, scheduler_state in zip(schedulers, state["param_schedulers"], strict=True):
+            scheduler.load_state_dict(scheduler_state)
+        self.epoch = meta["epoch"]
+        self.inner_iter = meta["inner_iter"]
+        self.iter = meta["iter"]
+        same_layout = meta["world_size"] == self.env.world_size and meta["batch_size"] == self.train_dataloader.batch_size
+        if same_layout:
+            set_rng_state(state["rng"][self.env.rank])
+        else:
+            # The epoch's samples are sharded differently now; continue after the same share of the epoch.
+            seen = self.inner_iter * meta["batch_size"] * meta["world_size"]
+            self.inner_iter = seen // (self.train_dataloader.batch_size * self.env.world_size)
+            if self.by_epoch:
+                self.iter = self.epoch * self.iters_per_epoch + self.inner_iter
+            self.logger.warning(f"--resume: the checkpoint was written with world size {meta['world_size']} and "
+                                f"batch size {meta['batch_size']}; continuing at epoch {self.epoch} iteration "
+                                f"{self.iter}, which is not bit-identical to an uninterrupted run")
+        self.call_hook("after_load_checkpoint", state=state)
+        self.logger.info(f"resumed from {path} at epoch {self.epoch}, iteration {self.iter}")
+
+    def load_weights(self, path: str | Path) -> None:
+        """``load_from``: weights only, training starts at iteration 0; mismatches are reported, not fatal."""
+        state = load_checkpoint(path)
+        weights = state.get("state_dict", state)
+        own = self.unwrapped_model.state_dict()
+        mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                      for k, v in weights.items() if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
+        usable = {k: v for k, v in weights.items() if not (k in own and hasattr(v, "shape") and v.shape != own[k].shape)}
+        result = self.unwrapped_model.load_state_dict(usable, strict=False)
+        if not own.keys() & weights.keys():
+            raise ConfigError(f"load_from {path}: none of its {len(weights)} weights match the model's names; is it "
+                              f"a checkpoint of another model? (model keys look like {next(iter(own), '?')!r}, "
+                              f"checkpoint keys like {next(iter(weights), '?')!r})")
+        for label, keys in (("missing in checkpoint", result.missing_keys),
+                            ("unexpected in checkpoint", result.unexpected_keys), ("shape mismatch", mismatched)):
+            if keys:
+                self.logger.warning(f"load_from {path}: {len(keys)} {label}: {', '.join(keys)}")
+        self.logger.info(f"loaded weights from {path}")
+
+    # ---- testing --------------------------------------------------------------------------------------------
+
+    def test(self, checkpoint: str | Path | None = None) -> dict[str, float]:
+        cfg = self.cfg
+        if not cfg.get("test_dataloader") or not cfg.get("test_evaluator"):
+            raise ConfigError(f"{cfg.filename}: testing needs test_dataloader and test_evaluator in the config")
+        loader = build_dataloader(cfg.test_dataloader, self.env, self.seed, train=False, where="test_dataloader")
+        evaluator = Evaluator.build(cfg.test_evaluator, where="test_evaluator")
+        self.amp_dtype = _amp_dtype(cfg.get("amp", False), self.device)
+        if checkpoint is not None:
+            path = resolve_checkpoint(checkpoint)
+            self.load_weights(path)
+            self.tested_checkpoint = path
+        self.call_hook("before_run")
+        metrics = run_eval_loop(self, loader, evaluator)
+        self.call_hook("after_test", metrics=metrics)
+        self.call_hook("after_run")
+        self.logger.info("test: " + " ".join(f"{k}: {v:.4f}" for k, v in metrics.items()))
+        return metrics
+
+    def close(self) -> None:
+        destroy_distributed()
+
+
+def _positive(train_cfg: dict, key: str) -> int:
+    value = train_cfg.get(key)
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"train_cfg.{key}: must be a positive integer, got {value!r}")
+    return value
+
+
+def _amp_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
+    if not amp:
+        return None
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+__all__ = ["Runner", "TrainingInterrupted"]

@@ -1,0 +1,62 @@
+"""torchyard-train: train a model from a config, as OpenMMLab's tools/train.py does.
+
+One process:            torchyard-train configs/digits_cnn.py
+Two processes (CPU):    torchrun --standalone --nproc-per-node=2 -m torchyard.trainer.train configs/digits_cnn.py --launcher pytorch
+Two nodes:              torchrun --nnodes=2 --node-rank=$NODE_RANK --nproc-per-node=1 --master-addr=$MASTER_ADDR \\
+                          --master-port=29500 -m torchyard.trainer.train configs/digits_cnn.py --launcher pytorch
+Slurm:                  srun -N2 --ntasks-per-node=1 torchyard-train configs/digits_cnn.py --launcher slurm
+Resume:                 torchyard-train configs/digits_cnn.py --resume            (the work dir's last checkpoint)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from torchyard.trainer.cli import add_common_args, load_config, run_main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="torchyard-train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    parser.add_argument("--resume", nargs="?", const="auto", metavar="CKPT",
+                        help="resume from CKPT, or with no value from the work dir's last checkpoint "
+                        "(starting fresh when there is none)")
+    parser.add_argument("--amp", action="store_true", help="mixed precision: bf16 on CPU, fp16 with loss scaling on CUDA")
+    parser.add_argument("--auto-scale-lr", action="store_true",
+                        help="scale the lr by total batch size / auto_scale_lr.base_batch_size")
+    parser.add_argument("--seed", type=int, help="random seed (each rank uses seed + rank)")
+    parser.add_argument("--deterministic", action="store_true", help="use deterministic algorithms only")
+    return parser.parse_args(argv)
+
+
+def train(args: argparse.Namespace) -> int:
+    from torchyard.trainer.runner import Runner
+
+    cfg = load_config(args)
+    if args.resume:
+        cfg.resume = args.resume
+    if args.amp:
+        cfg.amp = True
+    if args.auto_scale_lr:
+        cfg.setdefault("auto_scale_lr", {})["enable"] = True
+    randomness = cfg.setdefault("randomness", {})
+    if args.seed is not None:
+        randomness["seed"] = args.seed
+    if args.deterministic:
+        randomness["deterministic"] = True
+    runner = Runner(cfg)
+    try:
+        runner.train()
+    finally:
+        runner.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(train, parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
