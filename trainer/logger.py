@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import torch
+import torch.distributed as dist
 
 from torchyard.trainer.hooks import Hook
 from torchyard.trainer.registry import HOOKS
@@ -89,7 +90,7 @@ class LoggerHook(Hook):
         record = {
             "mode": "train", "epoch": runner.epoch + 1, "iter": runner.iter,
             "lr": runner.optim_wrapper.get_lr(),
-            **{name: float(total) / self._count for name, total in self._sums.items()},
+            **self._mean_losses(runner),
             "time": iter_time, "data_time": self._data_time / self._count, "eta_s": round(eta, 1),
             "memory_mb": round(memory_mb(runner.device), 1),
         }
@@ -108,6 +109,15 @@ class LoggerHook(Hook):
         else:
             runner.logger.info(message)
         self._write(record, runner.iter)
+
+    def _mean_losses(self, runner: Runner) -> dict[str, float]:
+        """Losses averaged over the window and over every rank: the loss of the global batch."""
+        names = sorted(self._sums)
+        means = torch.stack([self._sums[name].float() for name in names]) / self._count
+        if runner.env.distributed:
+            dist.all_reduce(means)
+            means /= runner.env.world_size
+        return dict(zip(names, means.tolist(), strict=True))
 
     def after_val(self, runner: Runner, metrics: dict[str, float]) -> None:
         if self._tty and runner.env.is_main:

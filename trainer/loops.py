@@ -50,8 +50,8 @@ def run_train_loop(runner: Runner) -> None:
             if not runner.by_epoch and runner.validation_due(runner.iter):
                 runner.validate()
             runner.call_hook("after_train_iter", losses=losses)
-            if optim.at_boundary:
-                runner.stop_if_requested()
+            if optim.at_boundary and runner.inner_iter < runner.iters_per_epoch:
+                runner.stop_if_requested()  # at an epoch's end, after its validation and checkpoint instead
             if runner.iter >= runner.max_iters:
                 break
             data_start = time.perf_counter()

@@ -1,0 +1,325 @@
+"""Runner: exact resume, load_from, AMP, auto-scaled lr; and, marked e2e, real multi-process DDP runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchyard.trainer.config import Config, ConfigError
+from torchyard.trainer.hooks import Hook
+from torchyard.trainer.loops import TrainingInterrupted
+from torchyard.trainer.runner import Runner
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def make_cfg(work_dir: Path, **overrides) -> dict:
+    """A small deterministic run with everything that carries random state: dropout, BN, augmentation."""
+    cfg = dict(
+        work_dir=str(work_dir),
+        model=dict(type="DigitsCNN", channels=8, dropout=0.2),
+        train_dataloader=dict(batch_size=32, sampler=dict(shuffle=True), dataset=dict(
+            type="DigitsDataset", split="train", pipeline=[dict(type="RandomShift", max_shift=1)])),
+        val_dataloader=dict(batch_size=100, dataset=dict(type="DigitsDataset", split="val")),
+        val_evaluator=dict(type="Accuracy"),
+        optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.05, momentum=0.9)),
+        param_scheduler=[dict(type="LinearLR", start_factor=0.2, by_epoch=False, begin=0, end=10),
+                         dict(type="CosineAnnealingLR", by_epoch=True, begin=0, end=3)],
+        train_cfg=dict(by_epoch=True, max_epochs=3, val_interval=1),
+        default_hooks=dict(logger=dict(type="LoggerHook", interval=20),
+                           checkpoint=dict(type="CheckpointHook", interval=1, save_best="auto")),
+        randomness=dict(seed=3, deterministic=True),
+    )
+    cfg.update(overrides)
+    return cfg
+
+
+def train(cfg: dict) -> Runner:
+    runner = Runner(Config(cfg))
+    try:
+        runner.train()
+    finally:
+        runner.close()
+    return runner
+
+
+class SignalAt(Hook):
+    """Sends this process SIGTERM after iteration ``at``, as Kubernetes or Slurm would."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def after_train_iter(self, runner, losses) -> None:
+        if runner.iter == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    for key, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][key]), f"model weight {key} differs"
+    state_a, state_b = a["optim_wrapper"]["optimizer"]["state"], b["optim_wrapper"]["optimizer"]["state"]
+    assert state_a.keys() == state_b.keys()
+    for index in state_a:
+        for name, value in state_a[index].items():
+            assert torch.equal(value, state_b[index][name]), f"optimizer state {index}.{name} differs"
+    assert a["optim_wrapper"]["optimizer"]["param_groups"] == b["optim_wrapper"]["optimizer"]["param_groups"]
+    assert a["meta"]["iter"] == b["meta"]["iter"]
+
+
+def final_state(work_dir: Path) -> dict:
+    return torch.load(Path((work_dir / "last_checkpoint").read_text()), weights_only=True)
+
+
+@pytest.mark.parametrize(
+    ("stop_at", "overrides"),
+    [
+        pytest.param(17, {}, id="mid-epoch"),
+        pytest.param(45, {}, id="epoch-boundary"),
+        pytest.param(100, {}, id="mid-last-epoch"),
+        pytest.param(33, {"train_cfg": dict(by_epoch=False, max_iters=70, val_interval=25),
+                          "default_hooks": dict(checkpoint=dict(type="CheckpointHook", interval=10))},
+                     id="iter-based"),
+    ],
+)
+def test_resume_after_a_stop_signal_is_bit_identical(tmp_path, stop_at, overrides):
+    train(make_cfg(tmp_path / "straight", **overrides))
+
+    interrupted = make_cfg(tmp_path / "stopped", custom_hooks=[dict(type=SignalAt, at=stop_at)], **overrides)
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(interrupted)
+    assert stop.value.signum == signal.SIGTERM
+    assert Path(stop.value.checkpoint).exists()
+    assert torch.load(stop.value.checkpoint, weights_only=True)["meta"]["iter"] == stop_at
+
+    train(make_cfg(tmp_path / "stopped", resume=True, **overrides))
+    assert_same_training_state(final_state(tmp_path / "straight"), final_state(tmp_path / "stopped"))
+
+
+def test_resume_with_an_empty_work_dir_starts_fresh_and_says_so(tmp_path, capsys):
+    runner = train(make_cfg(tmp_path, resume=True, train_cfg=dict(by_epoch=False, max_iters=5)))
+    assert runner.iter == 5
+    assert "no checkpoint in" in capsys.readouterr().out
+
+
+def test_checkpoint_carries_config_rng_of_every_rank_and_versions(tmp_path):
+    train(make_cfg(tmp_path, train_cfg=dict(by_epoch=True, max_epochs=1)))
+    state = final_state(tmp_path)
+    assert state["meta"]["torch_version"] == str(torch.__version__)
+    assert "DigitsCNN" in state["meta"]["config"]
+    assert len(state["rng"]) == 1 and set(state["rng"][0]) >= {"python", "numpy", "torch"}
+    assert state["meta"]["inner_iter"] == 0 and state["meta"]["epoch"] == 1
+    assert (tmp_path / "best_checkpoint").exists()
+    assert Config.fromfile(tmp_path / "config.py").model.type == "DigitsCNN"
+
+
+def test_load_from_reports_shape_mismatches_and_rejects_another_model(tmp_path, capsys):
+    train(make_cfg(tmp_path / "small", train_cfg=dict(by_epoch=False, max_iters=3)))
+    checkpoint = Path((tmp_path / "small" / "last_checkpoint").read_text())
+
+    wider = make_cfg(tmp_path / "wide", model=dict(type="DigitsCNN", channels=16), load_from=str(checkpoint),
+                     train_cfg=dict(by_epoch=False, max_iters=1))
+    runner = train(wider)
+    assert runner.iter == 1  # load_from starts at iteration 0, unlike resume
+    assert "shape mismatch: features.0.weight: checkpoint (8, 1, 3, 3) vs model (16, 1, 3, 3)" in capsys.readouterr().out
+
+    other = make_cfg(tmp_path / "mlp", model=dict(type="DigitsMLP"), load_from=str(checkpoint))
+    with pytest.raises(ConfigError, match="none of its .* weights match"):
+        train(other)
+
+
+def test_amp_on_cpu_trains_in_bfloat16_without_a_loss_scaler(tmp_path):
+    runner = train(make_cfg(tmp_path, amp=True, train_cfg=dict(by_epoch=False, max_iters=20)))
+    assert runner.optim_wrapper.amp_dtype == torch.bfloat16
+    assert runner.optim_wrapper.scaler is None
+    records = [json.loads(line) for line in (tmp_path / "scalars.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records if r["mode"] == "train")
+
+
+def test_auto_scale_lr_scales_by_total_batch_size(tmp_path, capsys):
+    runner = train(make_cfg(tmp_path, auto_scale_lr=dict(enable=True, base_batch_size=128), param_scheduler=None,
+                            train_cfg=dict(by_epoch=False, max_iters=1)))
+    assert runner.optim_wrapper.get_lr() == pytest.approx(0.05 * 32 / 128)
+    assert "auto_scale_lr: total batch size 32 / base 128" in capsys.readouterr().out
+
+
+def test_scalars_jsonl_has_loss_lr_time_eta_memory_and_val_metrics(tmp_path):
+    train(make_cfg(tmp_path, train_cfg=dict(by_epoch=True, max_epochs=1)))
+    records = [json.loads(line) for line in (tmp_path / "scalars.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if r["mode"] == "train"]
+    assert {"loss", "lr", "time", "data_time", "eta_s", "memory_mb"} <= train_records[0].keys()
+    assert [r["accuracy/top1"] for r in records if r["mode"] == "val"]
+
+
+# ---- real processes ------------------------------------------------------------------------------------------
+
+def write_config(path: Path, cfg: dict, hooks_module: str | None = None) -> Path:
+    if hooks_module:
+        cfg = {**cfg, "custom_imports": dict(imports=[hooks_module])}
+    Config(cfg).dump(path)
+    return path
+
+
+FAULT_HOOKS = textwrap.dedent('''
+    import os, signal
+    import torch
+    from torchyard.trainer.hooks import Hook
+    from torchyard.trainer.registry import HOOKS
+
+    @HOOKS.register()
+    class DumpParams(Hook):
+        """Each rank saves its own parameters, to compare ranks with each other."""
+        def after_train(self, runner):
+            torch.save(runner.unwrapped_model.state_dict(), runner.work_dir / f"rank{runner.env.rank}.pt")
+
+    @HOOKS.register()
+    class KillAt(Hook):
+        """SIGKILL this rank after iteration `at`: no handler runs, as when a node dies."""
+        def __init__(self, at, rank=0):
+            self.at, self.rank = at, rank
+        def after_train_iter(self, runner, losses):
+            if runner.iter == self.at and runner.env.rank == self.rank:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    @HOOKS.register()
+    class DieWhileSaving(Hook):
+        """At iteration `at`, write half of the checkpoint file, then die."""
+        def __init__(self, at):
+            self.at = at
+        def before_save_checkpoint(self, runner, state):
+            if runner.iter != self.at:
+                return
+            real_save = torch.save
+            def half_then_die(obj, f):
+                real_save(obj, f)
+                f.truncate(f.tell() // 2)
+                f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            torch.save = half_then_die
+''')
+
+
+@pytest.fixture
+def fault_hooks(tmp_path):
+    (tmp_path / "fault_hooks.py").write_text(FAULT_HOOKS)
+    return "fault_hooks"
+
+
+def run_trainer(tmp_path: Path, config: Path, *args: str, nproc: int = 1) -> subprocess.CompletedProcess:
+    if nproc == 1:
+        command = [str(BIN / "torchyard-train"), str(config)]
+    else:
+        command = [str(BIN / "torchrun"), "--standalone", f"--nproc-per-node={nproc}", "-m",
+                   "torchyard.trainer.train", str(config), "--launcher", "pytorch"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*command, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.e2e
+def test_ddp_matches_one_process_on_the_same_global_batch(tmp_path, fault_hooks):
+    # No dropout, BN or augmentation: those draw per-rank randomness or per-rank statistics by design.
+    base = make_cfg(tmp_path, model=dict(type="DigitsMLP", hidden=32), custom_hooks=[dict(type="DumpParams")],
+                    train_cfg=dict(by_epoch=True, max_epochs=2), param_scheduler=None)
+    base["train_dataloader"]["dataset"]["pipeline"] = []
+    one = {**base, "work_dir": str(tmp_path / "one"),
+           "train_dataloader": {**base["train_dataloader"], "batch_size": 64}}
+    two = {**base, "work_dir": str(tmp_path / "two")}
+    for cfg, nproc in ((one, 1), (two, 2)):
+        result = run_trainer(tmp_path, write_config(tmp_path / f"cfg{nproc}.py", cfg, fault_hooks), nproc=nproc)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    rank0, rank1 = (torch.load(tmp_path / "two" / f"rank{r}.pt") for r in (0, 1))
+    single = torch.load(tmp_path / "one" / "rank0.pt")
+    for key in single:
+        assert torch.equal(rank0[key], rank1[key]), f"{key} differs between ranks"
+        torch.testing.assert_close(rank0[key], single[key], rtol=1e-4, atol=1e-5)
+    losses = [[json.loads(x)["loss"] for x in (tmp_path / d / "scalars.jsonl").read_text().splitlines()
+               if json.loads(x)["mode"] == "train"][:3] for d in ("one", "two")]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-3, abs=1e-4)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("kill_at", [20, 52])
+def test_ddp_rank_killed_then_resumed_is_bit_identical(tmp_path, fault_hooks, kill_at):
+    cfg = make_cfg(tmp_path / "straight", train_cfg=dict(by_epoch=False, max_iters=60, val_interval=30),
+                   default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=8)))
+    straight = run_trainer(tmp_path, write_config(tmp_path / "straight.py", cfg, fault_hooks), nproc=2)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    killed_cfg = {**cfg, "work_dir": str(tmp_path / "killed"),
+                  "custom_hooks": [dict(type="KillAt", at=kill_at, rank=1)]}
+    killed = run_trainer(tmp_path, write_config(tmp_path / "killed.py", killed_cfg, fault_hooks), nproc=2)
+    assert killed.returncode != 0
+    resumed_cfg = {**cfg, "work_dir": str(tmp_path / "killed")}
+    resumed = run_trainer(tmp_path, write_config(tmp_path / "resumed.py", resumed_cfg, fault_hooks), "--resume",
+                          nproc=2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {tmp_path / 'killed' / f'iter_{kill_at // 8 * 8}.pth'}" in resumed.stdout
+    assert_same_training_state(final_state(tmp_path / "straight"), final_state(tmp_path / "killed"))
+
+
+@pytest.mark.e2e
+def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, fault_hooks):
+    cfg = make_cfg(tmp_path / "straight", train_cfg=dict(by_epoch=False, max_iters=40),
+                   default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=10)))
+    assert run_trainer(tmp_path, write_config(tmp_path / "a.py", cfg)).returncode == 0
+
+    crash_cfg = {**cfg, "work_dir": str(tmp_path / "crash"), "custom_hooks": [dict(type="DieWhileSaving", at=30)]}
+    crashed = run_trainer(tmp_path, write_config(tmp_path / "b.py", crash_cfg, fault_hooks))
+    assert crashed.returncode == -signal.SIGKILL
+    assert (tmp_path / "crash" / "last_checkpoint").read_text().endswith("iter_20.pth")
+    assert not (tmp_path / "crash" / "iter_30.pth").exists()
+
+    resumed = run_trainer(tmp_path, write_config(tmp_path / "c.py", {**cfg, "work_dir": str(tmp_path / "crash")}),
+                          "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout and "iter_20.pth" in resumed.stdout
+    assert_same_training_state(final_state(tmp_path / "straight"), final_state(tmp_path / "crash"))
+
+
+@pytest.mark.e2e
+def test_sigterm_saves_a_checkpoint_and_exits_with_128_plus_signal(tmp_path):
+    cfg = make_cfg(tmp_path / "run", train_cfg=dict(by_epoch=False, max_iters=100000),
+                   default_hooks=dict(logger=dict(type="LoggerHook", interval=1), checkpoint=None))
+    config = write_config(tmp_path / "long.py", cfg)
+    process = subprocess.Popen([str(BIN / "torchyard-train"), str(config)], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if "iter 5/" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped: stopped by signal 15; resume from" in stderr
+    assert final_state(tmp_path / "run")["meta"]["iter"] >= 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.py"], "config file .*missing.py does not exist"),
+        (["{cfg}", "--cfg-options", "model.type=NoSuchNet"], "'NoSuchNet' is not a registered model"),
+        (["{cfg}", "--cfg-options", "train_cfg.max_epochs=[1"], "unbalanced brackets"),
+        (["{cfg}", "--cfg-options", "optim_wrapper.optimizer.type=SDG"], "Did you mean 'SGD'"),
+        (["{cfg}", "--cfg-options", "train_cfg.max_epochs=0"], "train_cfg.max_epochs: must be a positive integer"),
+        (["{cfg}", "--launcher", "pytorch"], "RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT not set"),
+        (["{cfg}", "--resume", "nowhere.pth"], "no checkpoint at"),
+    ],
+)
+def test_cli_errors_are_one_clear_line_with_the_config_error_exit_code(tmp_path, args, message):
+    config = write_config(tmp_path / "cfg.py", make_cfg(tmp_path / "wd"))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    result = subprocess.run([str(BIN / "torchyard-train"), *[a.format(cfg=config) for a in args]], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    assert re.search(message, result.stderr), result.stderr
