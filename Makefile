@@ -7,7 +7,7 @@ TORCH  := torch==2.13.0
 WORK_DIR ?= work_dirs/digits_cnn
 NPROC  ?= 2
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install system-deps demo test test-fast lint bench clean
 
 install: $(BIN)/.installed
 
@@ -24,7 +24,11 @@ demo: install
 	$(BIN)/torchyard-test configs/digits_cnn.py $(WORK_DIR) --work-dir $(WORK_DIR)/test
 	@echo "logs, metrics and checkpoints: $(WORK_DIR)/ (best checkpoint: $$(cat $(WORK_DIR)/best_checkpoint))"
 
-test: install
+# Debian packages the tests need (shellcheck, ...): installed when missing, a no-op otherwise.
+system-deps:
+	scripts/system-deps.sh
+
+test: install system-deps
 	$(BIN)/pytest
 
 test-fast: install

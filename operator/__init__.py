@@ -1,1 +1,4 @@
-"""torchyard control plane: the TrainJob/TestJob API, renderers, operator and Slurm bridge. Never imports torch."""
+"""torchyard control plane: the TrainJob/TestJob API, renderers, operator and Slurm bridge.
+
+Never imports torch.
+"""

@@ -1,0 +1,679 @@
+"""The TrainJob and TestJob API: the one place where a field is declared, documented and validated.
+
+The CRDs in crds/ (operator/crds.py), the Kubernetes and Slurm renderers and `torchyard run` all follow
+from these models. Python attributes are snake_case; YAML/JSON names are camelCase (`procs_per_node` is
+`procsPerNode`). Every validation error names the field path, e.g. `spec.cfgOptions[1]`.
+
+    job = load_job(yaml.safe_load(open("examples/trainjob.yaml")))   # TrainJob | TestJob, or SpecError
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from torchyard.operator.quantity import QUANTITY_PATTERN, parse_quantity
+from torchyard.trainer.config import ConfigError, parse_cfg_options
+
+GROUP = "torchyard.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+DEFAULT_MASTER_PORT = 29500
+GPU_RESOURCE = "nvidia.com/gpu"
+MAX_DNS_LABEL = 63
+# Pod hostnames are `<job>-node-<rank>`; they and the Service name `<job>` must be DNS-1035 labels.
+NODE_INFIX = "-node-"
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_SLURM_TIME = re.compile(
+    r"^(?:(?P<d>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?"
+    r"|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)$"
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def field_error(path: str, message: str) -> PydanticCustomError:
+    """An error for `path` (relative to the model raising it), for cross-field checks in model validators."""
+    return PydanticCustomError("torchyard_field", "{message}", {"path": path, "message": message})
+
+
+def _one_line(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must be a single line without control characters (newline, tab, NUL, ...)")
+    return value
+
+
+def _dns_label(value: str) -> str:
+    if len(value) > MAX_DNS_LABEL or not _DNS_1035.match(value):
+        raise ValueError(
+            f"{value!r} must be a DNS label: at most {MAX_DNS_LABEL} lowercase letters, digits "
+            "and '-', starting with a letter and ending with a letter or digit (e.g. digits-mlp)"
+        )
+    return value
+
+
+def _dns_subdomain(value: str) -> str:
+    if len(value) > 253 or not _DNS_1123.match(value):
+        raise ValueError(
+            f"{value!r} must be a DNS subdomain name: lowercase letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit, at most 253 characters"
+        )
+    return value
+
+
+def _label_value(value: str) -> str:
+    if len(value) > MAX_DNS_LABEL or not _LABEL_VALUE.match(value):
+        raise ValueError(
+            f"{value!r} must be a Kubernetes label value: at most {MAX_DNS_LABEL} letters, digits, "
+            "'-', '_' and '.', starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _quantity(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity; use e.g. 2, 500m, 4Gi")
+    text = str(value)
+    parse_quantity(text)
+    return text
+
+
+def slurm_time_seconds(value: str) -> int:
+    """Seconds in a Slurm time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
+    match = _SLURM_TIME.match(value)
+    if not match:
+        raise ValueError(
+            f"{value!r} is not a Slurm time limit; use minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM "
+            "or D-HH:MM:SS, e.g. 01:00:00"
+        )
+    g = {key: int(val) if val else 0 for key, val in match.groupdict().items()}
+    if match["d"] is not None:
+        return ((g["d"] * 24 + g["dh"]) * 60 + g["dm"]) * 60 + g["ds"]
+    if match["c"] is not None:
+        return (g["a"] * 60 + g["b"]) * 60 + g["c"]
+    return g["a"] * 60 + g["b"]
+
+
+def _slurm_time(value: str) -> str:
+    slurm_time_seconds(value)
+    return value
+
+
+Line = Annotated[str, AfterValidator(_one_line)]
+NonEmptyLine = Annotated[str, Field(min_length=1), AfterValidator(_one_line)]
+# The API server checks these patterns too (they go into the CRD); the validators give friendlier messages.
+DnsLabel = Annotated[
+    str, AfterValidator(_dns_label), Field(json_schema_extra={"pattern": _DNS_1035.pattern, "maxLength": 63})
+]
+DnsSubdomain = Annotated[
+    str,
+    AfterValidator(_dns_subdomain),
+    Field(json_schema_extra={"pattern": _DNS_1123.pattern, "maxLength": 253}),
+]
+LabelValue = Annotated[
+    str,
+    AfterValidator(_label_value),
+    Field(json_schema_extra={"pattern": _LABEL_VALUE.pattern, "maxLength": 63}),
+]
+SlurmName = Annotated[str, Field(pattern=_SLURM_NAME.pattern, max_length=200)]
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity),
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}),
+]
+FreeForm = Annotated[dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})]
+
+
+def immutable(what: str) -> dict:
+    """CRD extras that make the API server reject a change of this field once the job exists."""
+    return {
+        "x-kubernetes-validations": [
+            {
+                "rule": "self == oldSelf",
+                "message": f"{what} cannot change while the job exists; delete the job and create it again",
+            }
+        ]
+    }
+
+
+class Model(BaseModel):
+    """Base of every API model: camelCase names in YAML, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        extra="forbid",
+        serialize_by_alias=True,
+    )
+
+    def to_dict(self) -> dict:
+        """The YAML/JSON form: camelCase keys, unset optional fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class ObjectMeta(Model):
+    """The part of Kubernetes object metadata a job file sets; the API server fills in the rest."""
+
+    model_config = ConfigDict(extra="ignore")  # uid, resourceVersion, ... from the API server are fine
+
+    name: DnsLabel = Field(
+        description="Job name; also the Service name and the prefix of pod names "
+        "`<name>-node-<rank>`, so its length is limited (see validation)."
+    )
+    namespace: DnsLabel | None = Field(None, description="Kubernetes namespace; the current one when unset.")
+    labels: dict[str, Line] = Field(default_factory=dict, description="Labels, copied to every pod.")
+    annotations: dict[str, Line] = Field(default_factory=dict, description="Annotations of the job itself.")
+
+
+class Resources(Model):
+    """Per-node (per pod) compute resources, as in a Kubernetes container's `resources`."""
+
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict,
+        description="e.g. {cpu: '4', memory: 16Gi}; on Slurm cpu becomes --cpus-per-task and memory --mem.",
+    )
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict, description="e.g. {memory: 16Gi}; GPUs come from gpusPerNode, not from here."
+    )
+
+
+class WorkDir(Model):
+    """Where checkpoints and logs go; they survive restarts, so `resume: auto` continues the run."""
+
+    claim_name: DnsSubdomain | None = Field(
+        None,
+        description="Kubernetes: the PersistentVolumeClaim holding "
+        "work dirs. Unset: an emptyDir, lost when the pod goes.",
+    )
+    sub_path: NonEmptyLine | None = Field(
+        None,
+        description="Kubernetes: the folder inside the claim; defaults "
+        "to the job name, so jobs sharing a claim never share checkpoints.",
+    )
+    mount_path: NonEmptyLine = Field(
+        "/work_dir",
+        pattern=r"^/",
+        description="Kubernetes: where the work dir "
+        "is mounted in the pod; the trainer gets it as --work-dir.",
+    )
+    path: NonEmptyLine | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._/+-]+$",
+        description="Slurm and "
+        "`torchyard run`: the work dir on the (shared) filesystem, relative to the "
+        "directory you submit from; defaults to work_dirs/<job name>.",
+    )
+
+
+class SlurmContainer(Model):
+    """Run each node's torchrun inside a container (pyxis/enroot `srun --container-image`)."""
+
+    image: NonEmptyLine = Field(
+        description="Container image for srun --container-image, e.g. "
+        "nvcr.io#nvidia/pytorch:24.05-py3 or a .sqsh file."
+    )
+    mounts: list[NonEmptyLine] = Field(
+        default_factory=list,
+        description="Extra SRC:DST mounts "
+        "(--container-mounts); the work dir is always mounted at its own path.",
+    )
+
+
+class SlurmSpec(Model):
+    """How `torchyard slurm submit` asks Slurm for the job; ignored on Kubernetes."""
+
+    partition: SlurmName | None = Field(None, description="--partition; the cluster default when unset.")
+    time: Annotated[str, AfterValidator(_slurm_time)] | None = Field(
+        None, description="--time limit, e.g. 01:00:00 or 2-00:00:00; the partition default when unset."
+    )
+    account: SlurmName | None = Field(None, description="--account to charge.")
+    qos: SlurmName | None = Field(None, description="--qos.")
+    signal_seconds: int = Field(
+        300,
+        ge=10,
+        description="Seconds before the time limit at which the job is "
+        "told (USR1) to requeue itself; it then resumes from its last checkpoint.",
+    )
+    extra_args: list[NonEmptyLine] = Field(
+        default_factory=list,
+        description="More sbatch options, one per "
+        "item, each starting with '-', e.g. --exclusive, --constraint=a100.",
+    )
+    container: SlurmContainer | None = Field(
+        None,
+        description="Run inside this container; else the host Python environment (pythonEnv) runs torchrun.",
+    )
+    python_env: NonEmptyLine | None = Field(
+        None,
+        description="A virtualenv or conda prefix whose bin/ goes "
+        "first on PATH (it must provide torchrun and torchyard).",
+    )
+
+    @model_validator(mode="after")
+    def _signal_before_limit(self) -> SlurmSpec:
+        if self.time is not None and self.signal_seconds >= slurm_time_seconds(self.time):
+            raise field_error(
+                "signalSeconds",
+                f"{self.signal_seconds} s is not before the time limit "
+                f"{self.time}; make it smaller than the limit",
+            )
+        return self
+
+    @field_validator("extra_args")
+    @classmethod
+    def _options(cls, value: list[str]) -> list[str]:
+        for i, arg in enumerate(value):
+            if not arg.startswith("-"):
+                raise field_error(
+                    f"{i}",
+                    f"{arg!r} is not an sbatch option; write options such as --exclusive "
+                    "or --constraint=a100, one per item",
+                )
+        return value
+
+
+class JobSpec(Model):
+    """Fields shared by TrainJob and TestJob: what runs, where, on how many nodes."""
+
+    image: NonEmptyLine = Field(
+        description="Container image with torchyard and the config, e.g. "
+        "torchyard/trainer:0.1.0 (Kubernetes; on Slurm see slurm.container).",
+        json_schema_extra=immutable("image"),
+    )
+    config: NonEmptyLine | None = Field(
+        None,
+        description="Config file (OpenMMLab style, _base_ works), relative "
+        "to the working directory of the image / submit dir. Required unless "
+        "command is set.",
+        json_schema_extra=immutable("config"),
+    )
+    cfg_options: list[NonEmptyLine] = Field(
+        default_factory=list,
+        description="Config overrides KEY=VALUE, as --cfg-options, e.g. train_cfg.max_epochs=5.",
+    )
+    command: list[Line] | None = Field(
+        None,
+        min_length=1,
+        description="Run this instead of the torchyard "
+        "trainer: a script (or -m module) and its arguments that each node's "
+        "torchrun starts as is, e.g. [tools/train.py, configs/x.py, --launcher, "
+        "pytorch].",
+    )
+    nodes: int = Field(
+        1,
+        ge=1,
+        description="Pods on Kubernetes, nodes on Slurm, node groups locally.",
+        json_schema_extra=immutable("nodes"),
+    )
+    procs_per_node: int | None = Field(
+        None,
+        ge=1,
+        description="Processes per node; defaults to gpusPerNode when that is set, else 1.",
+        json_schema_extra=immutable("procsPerNode"),
+    )
+    gpus_per_node: int = Field(
+        0, ge=0, description="GPUs per node: nvidia.com/gpu limit on pods, --gres=gpu:N on Slurm."
+    )
+    master_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Rendezvous port of node 0. Unset: 29500 "
+        "on pods, derived from the job id on Slurm, a free port locally.",
+    )
+    resources: Resources = Field(default_factory=Resources, description="Per-node CPU and memory.")
+    work_dir: WorkDir = Field(default_factory=WorkDir, description="Where checkpoints and logs go.")
+    queue_name: LabelValue | None = Field(
+        None, description="Kueue LocalQueue; all pods of the job are one Kueue pod group, admitted together."
+    )
+    scheduler_name: DnsSubdomain | None = Field(None, description="Pod schedulerName.")
+    priority_class_name: DnsSubdomain | None = Field(None, description="Pod priorityClassName.")
+    service_account_name: DnsSubdomain | None = Field(None, description="Pod serviceAccountName.")
+    node_selector: dict[str, Line] = Field(default_factory=dict, description="Pod nodeSelector.")
+    tolerations: list[FreeForm] = Field(
+        default_factory=list, description="Pod tolerations, as in Kubernetes."
+    )
+    affinity: FreeForm | None = Field(None, description="Pod affinity, as in Kubernetes.")
+    image_pull_secrets: list[DnsSubdomain] = Field(
+        default_factory=list, description="Names of Secrets for pulling the image."
+    )
+    backoff_limit: int = Field(
+        3, ge=0, description="Whole-job restarts after a failure, each resuming from the last checkpoint."
+    )
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Fail the job after this many seconds."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="Delete the finished job's pods after this many seconds."
+    )
+    suspend: bool = Field(
+        False, description="True stops the pods (they are recreated on resume); may change at any time."
+    )
+    slurm: SlurmSpec = Field(default_factory=SlurmSpec, description="Slurm submission options.")
+
+    @property
+    def nproc_per_node(self) -> int:
+        """The effective processes per node: procsPerNode, else gpusPerNode, else 1."""
+        return self.procs_per_node or self.gpus_per_node or 1
+
+    @field_validator("cfg_options")
+    @classmethod
+    def _cfg_options(cls, value: list[str]) -> list[str]:
+        for i, option in enumerate(value):
+            try:
+                parse_cfg_options([option])
+            except ConfigError as err:
+                raise field_error(f"{i}", str(err)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
+        if self.procs_per_node and self.gpus_per_node and self.procs_per_node > self.gpus_per_node:
+            raise field_error(
+                "procsPerNode",
+                f"{self.procs_per_node} processes cannot share {self.gpus_per_node} "
+                "GPUs; set procsPerNode <= gpusPerNode or leave it unset",
+            )
+        for section in ("requests", "limits"):
+            if GPU_RESOURCE in getattr(self.resources, section):
+                raise field_error(
+                    f"resources.{section}.{GPU_RESOURCE}", "set GPUs with gpusPerNode, not in resources"
+                )
+        if self.command is not None and not self.command[0]:
+            raise field_error("command.0", "the first item must be a script or -m; it is empty")
+        if self.command is None and self.config is None:
+            raise field_error("config", "required (the config file to run), unless command is set")
+        if self.command is not None:
+            trainer_only = self._trainer_only_fields_set()
+            if trainer_only:
+                raise field_error(
+                    trainer_only[0],
+                    "does not apply when command is set (command runs as is); "
+                    "put it in command's arguments instead",
+                )
+        return self
+
+    def _trainer_only_fields_set(self) -> list[str]:
+        """camelCase names of set fields that only the torchyard trainer understands."""
+        names = ["config"] if self.config is not None else []
+        return names + (["cfgOptions"] if self.cfg_options else [])
+
+
+class TrainJobSpec(JobSpec):
+    """A distributed training run: `torchyard-train CONFIG` on every process."""
+
+    resume: NonEmptyLine = Field(
+        "auto",
+        description="auto: resume from the work dir's last checkpoint if "
+        "there is one; never: start fresh; else a checkpoint path to resume from.",
+    )
+    amp: bool = Field(False, description="Mixed precision (--amp).")
+    seed: int | None = Field(None, ge=0, description="Random seed (--seed); the config's when unset.")
+    deterministic: bool = Field(False, description="Deterministic algorithms (--deterministic).")
+
+    def _trainer_only_fields_set(self) -> list[str]:
+        names = super()._trainer_only_fields_set()
+        names += ["resume"] if "resume" in self.model_fields_set else []
+        names += ["amp"] if self.amp else []
+        names += ["seed"] if self.seed is not None else []
+        return names + (["deterministic"] if self.deterministic else [])
+
+
+class FromTrainJob(Model):
+    """Evaluate a checkpoint of a TrainJob, found in its work dir."""
+
+    name: DnsLabel = Field(description="Name of the TrainJob (same namespace).")
+    which: Literal["best", "latest"] = Field(
+        "best", description="best: the best checkpoint (else the latest); latest: the latest (else the best)."
+    )
+
+
+class TestWorkDir(WorkDir):
+    """A TestJob's work dir: mounted apart from the TrainJob work dir that fromTrainJob mounts."""
+
+    __test__ = False
+
+    mount_path: NonEmptyLine = Field(
+        "/test_work_dir",
+        pattern=r"^/",
+        description="Kubernetes: where the work dir is mounted in the pod; must differ from the TrainJob's.",
+    )
+
+
+class TestJobSpec(JobSpec):
+    """An evaluation run: `torchyard-test CONFIG CHECKPOINT` on every process."""
+
+    __test__ = False  # not a pytest test class
+
+    work_dir: TestWorkDir = Field(default_factory=TestWorkDir, description="Where results and logs go.")
+
+    checkpoint: NonEmptyLine | None = Field(
+        None,
+        description="A checkpoint file or a work dir (the trainer "
+        "picks its best, else latest checkpoint). Exclusive with fromTrainJob.",
+    )
+    from_train_job: FromTrainJob | None = Field(
+        None, description="Take the checkpoint from this TrainJob's work dir. Exclusive with checkpoint."
+    )
+    out: NonEmptyLine | None = Field(
+        None, description="Results file (--out), .json or .pkl, relative to the work dir unless absolute."
+    )
+
+    @model_validator(mode="after")
+    def _one_checkpoint(self) -> TestJobSpec:
+        if self.command is None and (self.checkpoint is None) == (self.from_train_job is None):
+            raise field_error(
+                "checkpoint",
+                "set exactly one of checkpoint (a file or work dir) and fromTrainJob "
+                f"(a TrainJob's name); {'both are' if self.checkpoint else 'neither is'} set",
+            )
+        return self
+
+    def _trainer_only_fields_set(self) -> list[str]:
+        names = super()._trainer_only_fields_set()
+        names += ["checkpoint"] if self.checkpoint is not None else []
+        names += ["fromTrainJob"] if self.from_train_job is not None else []
+        return names + (["out"] if self.out is not None else [])
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+class Condition(Model):
+    """A Kubernetes-style condition; `reason` is one of the operator's named constants."""
+
+    type: NonEmptyLine = Field(description="e.g. Created, Running, Succeeded, Failed, Suspended.")
+    status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
+    reason: Line = Field("", description="CamelCase reason, a constant in the operator.")
+    message: str = Field("", description="Human-readable details.")
+    last_transition_time: str | None = Field(None, description="RFC 3339 time the status last changed.")
+
+
+class JobStatus(Model):
+    """What the operator observed; written by the operator only."""
+
+    phase: Phase = Field(
+        Phase.PENDING, description="Pending, Running, Restarting, Succeeded, Failed, Suspended."
+    )
+    conditions: list[Condition] = Field(default_factory=list, description="Kubernetes-style conditions.")
+    restarts: int = Field(0, ge=0, description="Whole-job restarts so far.")
+    start_time: str | None = Field(None, description="RFC 3339 time the first pod started.")
+    completion_time: str | None = Field(None, description="RFC 3339 time the job finished.")
+    active: int = Field(0, ge=0, description="Pods running now.")
+    succeeded: int = Field(0, ge=0, description="Pods that succeeded in the current attempt.")
+    failed: int = Field(0, ge=0, description="Pods that failed in the current attempt.")
+
+
+class TestJobStatus(JobStatus):
+    __test__ = False
+
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="Evaluation results, keys as the evaluator prints them (e.g. FID-Full-50k/fid).",
+    )
+    headline_metric: Line | None = Field(
+        None, description="The first metric as `key: value`, for kubectl get."
+    )
+
+
+def _check_name_fits(name: str, nodes: int) -> None:
+    """Pod hostnames `<name>-node-<rank>` must be DNS labels; say how long the name may be."""
+    longest = f"{NODE_INFIX}{nodes - 1}"
+    limit = MAX_DNS_LABEL - len(longest)
+    if len(name) > limit:
+        raise field_error(
+            "metadata.name",
+            f"{name!r} has {len(name)} characters; with nodes={nodes} the pod "
+            f"hostname {name}{longest} must stay within {MAX_DNS_LABEL}, so the name may have "
+            f"at most {limit} characters",
+        )
+
+
+class TrainJob(Model):
+    """A training job, as written in YAML (`kind: TrainJob`)."""
+
+    api_version: Literal["torchyard.dev/v1alpha1"] = Field(API_VERSION, description="torchyard.dev/v1alpha1.")
+    kind: Literal["TrainJob"] = Field("TrainJob", description="TrainJob.")
+    metadata: ObjectMeta = Field(description="name (required), namespace, labels, annotations.")
+    spec: TrainJobSpec = Field(description="What to train, where and how.")
+    status: JobStatus | None = Field(None, description="Set by the operator.")
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> TrainJob:
+        _check_name_fits(self.metadata.name, self.spec.nodes)
+        return self
+
+
+class TestJob(Model):
+    """An evaluation job, as written in YAML (`kind: TestJob`)."""
+
+    __test__ = False
+
+    api_version: Literal["torchyard.dev/v1alpha1"] = Field(API_VERSION, description="torchyard.dev/v1alpha1.")
+    kind: Literal["TestJob"] = Field("TestJob", description="TestJob.")
+    metadata: ObjectMeta = Field(description="name (required), namespace, labels, annotations.")
+    spec: TestJobSpec = Field(description="What to evaluate, where and how.")
+    status: TestJobStatus | None = Field(None, description="Set by the operator.")
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> TestJob:
+        _check_name_fits(self.metadata.name, self.spec.nodes)
+        return self
+
+
+Job = TrainJob | TestJob
+KINDS: dict[str, type[TrainJob] | type[TestJob]] = {"TrainJob": TrainJob, "TestJob": TestJob}
+
+
+class SpecError(ValueError):
+    """A job spec is invalid; `problems` holds (field path, message) pairs, and str() lists them all."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "") -> None:
+        self.problems = problems
+        where = f"{source}: " if source else ""
+        lines = [f"{path or '(top level)'}: {message}" for path, message in problems]
+        super().__init__(f"{where}invalid job spec\n  " + "\n  ".join(lines))
+
+
+def load_job(data: Any, source: str = "") -> Job:
+    """Validate one parsed YAML document into a TrainJob or TestJob; SpecError names every bad field."""
+    if not isinstance(data, dict):
+        raise SpecError(
+            [("", f"expected a mapping with apiVersion, kind, metadata and spec, not {type(data).__name__}")],
+            source,
+        )
+    kind = data.get("kind")
+    if kind not in KINDS:
+        near = difflib.get_close_matches(str(kind), KINDS, n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise SpecError(
+            [("kind", f"{kind!r} is not a torchyard kind; use one of {', '.join(KINDS)}{hint}")], source
+        )
+    model = KINDS[kind]
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise SpecError([_describe(model, error) for error in err.errors()], source) from None
+
+
+def format_path(loc: tuple[str | int, ...]) -> str:
+    """('spec', 'cfgOptions', 1) -> 'spec.cfgOptions[1]'."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int) or (isinstance(part, str) and part.isdigit()):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _describe(model: type[BaseModel], error: dict) -> tuple[str, str]:
+    loc = tuple(part for part in error["loc"] if not str(part).startswith("function-after"))
+    kind = error["type"]
+    if kind == "torchyard_field":
+        extra = tuple(error["ctx"]["path"].split("."))
+        # field validators on a list raise at the list: a numeric part is the item index
+        extra = tuple(int(p) if p.isdigit() else p for p in extra)
+        loc = extra if extra[0] == "metadata" else loc + extra
+        return format_path(loc), error["ctx"]["message"]
+    message = error["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        known = sorted(_fields_at(model, loc[:-1]))
+        near = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"did you mean {near[0]}? " if near else ""
+        message = f"unknown field; {hint}known fields here: {', '.join(known)}"
+    elif kind == "missing":
+        description = _fields_at(model, loc[:-1]).get(str(loc[-1]), "")
+        message = f"required: {description}" if description else "required"
+    elif kind == "literal_error" and loc[-1] == "apiVersion":
+        message = f"must be {API_VERSION}"
+    return format_path(loc), message
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> dict[str, str]:
+    """{camelCase field name: description} of the model found at `loc` inside `model`."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        field = next((f for name, f in current.model_fields.items() if to_camel(name) == part), None)
+        if field is None:
+            return {}
+        current = _inner_model(field.annotation)
+    if not (isinstance(current, type) and issubclass(current, BaseModel)):
+        return {}
+    return {to_camel(name): field.description or "" for name, field in current.model_fields.items()}
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,35 @@
+"""Read job files: YAML, one or more documents, each a TrainJob or TestJob (the CLI's only file I/O)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from torchyard.operator.api import Job, SpecError, TrainJob, load_job
+
+
+def load_jobs(path: str | Path) -> list[Job]:
+    """Every job in the file, validated; SpecError names the file, document and field on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError([("", f"cannot read the file: {err.strerror or err}")], str(path)) from None
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise SpecError([("", f"not valid YAML: {where}{problem}")], str(path)) from None
+    if not documents:
+        raise SpecError([("", "the file holds no job; see examples/trainjob.yaml")], str(path))
+    many = len(documents) > 1
+    return [
+        load_job(doc, f"{path} (document {i + 1})" if many else str(path)) for i, doc in enumerate(documents)
+    ]
+
+
+def find_train_job(jobs: list[Job], name: str) -> TrainJob | None:
+    return next((job for job in jobs if isinstance(job, TrainJob) and job.metadata.name == name), None)

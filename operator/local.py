@@ -1,0 +1,120 @@
+"""`torchyard run`: the laptop path of the same job file, nodes x procsPerNode processes on this machine.
+
+Each "node" is one torchrun, given the pods' env contract with MASTER_ADDR=127.0.0.1 and a free port
+unless the spec sets one; output streams to this terminal and the job's exit code is returned. When one
+node fails the others are stopped, as their rendezvous could never complete.
+
+    commands = local_commands(job, port=29500)          # pure: the argv and env of every node
+    exit_code = run_job(job)                            # starts them and waits
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from torchyard.operator.api import Job, TestJob, TrainJob
+from torchyard.operator.command import (
+    check_train_job,
+    node_command,
+    program_args,
+    test_checkpoint,
+    torchrun_options,
+    work_dir_path,
+)
+
+LOCALHOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class NodeProcess:
+    """What one node runs: its argv and the env variables added to this process's environment."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+
+def torchrun_executable() -> str:
+    """The torchrun next to this Python (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).parent / "torchrun"
+    return str(beside) if beside.exists() else (shutil.which("torchrun") or "torchrun")
+
+
+def local_commands(
+    job: Job, port: int, train_job: TrainJob | None = None, torchrun: str = "torchrun"
+) -> list[NodeProcess]:
+    """The argv and env of every node of `job` on this machine (pure)."""
+    spec = job.spec
+    checkpoint = None
+    if isinstance(job, TestJob):
+        train_dir = None
+        if spec.command is None and spec.from_train_job is not None:
+            train_dir = work_dir_path(check_train_job(job, train_job))
+        checkpoint = test_checkpoint(job, train_dir)
+    program = program_args(job, work_dir_path(job), checkpoint)
+    nodes = []
+    for rank in range(spec.nodes):
+        values = {
+            "MASTER_ADDR": LOCALHOST,
+            "MASTER_PORT": str(port),
+            "NNODES": str(spec.nodes),
+            "NODE_RANK": str(rank),
+            "NPROC_PER_NODE": str(spec.nproc_per_node),
+        }
+        env = values | {f"PET_{name}": value for name, value in values.items()} | {"PYTHONUNBUFFERED": "1"}
+        options = torchrun_options(spec.nodes, rank, spec.nproc_per_node, LOCALHOST, port)
+        nodes.append(NodeProcess(node_command([torchrun, *options], program, checkpoint), env))
+    return nodes
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOCALHOST, 0))
+        return sock.getsockname()[1]
+
+
+def run_job(job: Job, train_job: TrainJob | None = None, poll_seconds: float = 0.2) -> int:
+    """Run every node of `job` here; the first failing node's exit code, else 0."""
+    port = job.spec.master_port or free_port()
+    nodes = local_commands(job, port, train_job, torchrun=torchrun_executable())
+    Path(work_dir_path(job)).mkdir(parents=True, exist_ok=True)
+    print(
+        f"torchyard run: {job.kind} {job.metadata.name}, {job.spec.nodes} node(s) x "
+        f"{job.spec.nproc_per_node} process(es), master {LOCALHOST}:{port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    procs = [subprocess.Popen(node.argv, env={**os.environ, **node.env}) for node in nodes]
+    try:
+        while True:
+            codes = [proc.poll() for proc in procs]
+            failed = next((code for code in codes if code not in (None, 0)), None)
+            if failed is not None:
+                _stop(procs)
+                return failed
+            if all(code == 0 for code in codes):
+                return 0
+            time.sleep(poll_seconds)
+    except KeyboardInterrupt:
+        _stop(procs)
+        return 128 + signal.SIGINT
+
+
+def _stop(procs: list[subprocess.Popen], grace_seconds: float = 10) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + grace_seconds
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,149 @@
+"""Slurm rendering (pure): a job in, an sbatch script out.
+
+One task per node: `srun` starts one torchrun per node with `--node-rank=$SLURM_NODEID`, running the same
+trainer command as the pods. Node 0 (the first host of the allocation) is the master; the port comes from
+the job id unless the spec sets one, so two jobs sharing a node never both take 29500. Near the time
+limit Slurm sends USR1 and the script requeues the job, which resumes from its last checkpoint.
+
+Every user string in the script body is shell-quoted (shlex.quote); strings on `#SBATCH` lines are
+validated by the API to be single-line names, so none can start a shell command.
+
+    script = render_slurm(job)      # text for sbatch; the work dir must exist (slurm submit creates it)
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+
+from torchyard.operator.api import Job, TestJob, TrainJob
+from torchyard.operator.command import (
+    CHECKPOINT_PLACEHOLDER,
+    check_train_job,
+    program_args,
+    test_checkpoint,
+    work_dir_path,
+)
+from torchyard.operator.quantity import parse_quantity
+
+MASTER_PORT_BASE = 10000  # derived ports are MASTER_PORT_BASE + job id % MASTER_PORT_SPAN
+MASTER_PORT_SPAN = 20000
+_WORK_DIR = "@torchyard-work-dir@"  # stands for "$work_dir" in argv until _word renders it
+_RUN_NODE = 'exec torchrun --node-rank="$SLURM_NODEID" "$@"'  # constant: user data arrives as "$@"
+
+
+def sbatch_options(job: Job) -> list[str]:
+    """The `#SBATCH` options, in order; every value here is validated to be a single safe line."""
+    spec, slurm = job.spec, job.spec.slurm
+    work_dir = work_dir_path(job)
+    options = [f"--job-name={job.metadata.name}", f"--nodes={spec.nodes}", "--ntasks-per-node=1"]
+    cpu = spec.resources.requests.get("cpu") or spec.resources.limits.get("cpu")
+    if cpu is not None:
+        options.append(f"--cpus-per-task={max(1, math.ceil(parse_quantity(cpu)))}")
+    memory = spec.resources.requests.get("memory") or spec.resources.limits.get("memory")
+    if memory is not None:
+        options.append(f"--mem={max(1, math.ceil(parse_quantity(memory) / 2**20))}M")
+    if spec.gpus_per_node:
+        options.append(f"--gres=gpu:{spec.gpus_per_node}")
+    for flag, value in (
+        ("time", slurm.time),
+        ("partition", slurm.partition),
+        ("account", slurm.account),
+        ("qos", slurm.qos),
+    ):
+        if value is not None:
+            options.append(f"--{flag}={value}")
+    options += [
+        f"--output={work_dir}/slurm-%j.out",
+        f"--error={work_dir}/slurm-%j.err",
+        "--open-mode=append",
+        f"--signal=B:USR1@{slurm.signal_seconds}",
+        "--requeue",
+    ]
+    return options + list(slurm.extra_args)
+
+
+def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
+    """The sbatch script; `train_job` is needed for a TestJob with fromTrainJob."""
+    spec = job.spec
+    train_dir = None
+    if isinstance(job, TestJob) and spec.command is None and spec.from_train_job is not None:
+        train_dir = work_dir_path(check_train_job(job, train_job))
+    checkpoint = test_checkpoint(job, train_dir) if isinstance(job, TestJob) else None
+    derived = f"${{MASTER_PORT:-$(({MASTER_PORT_BASE} + SLURM_JOB_ID % {MASTER_PORT_SPAN}))}}"
+    port = str(spec.master_port) if spec.master_port else f'"{derived}"'
+    lines = ["#!/bin/bash", *(f"#SBATCH {option}" for option in sbatch_options(job))]
+    lines += [
+        f"# {job.kind} {job.metadata.name}, rendered by torchyard: re-render instead of editing.",
+        "# Slurm opens --output/--error before this runs: create the work dir first (slurm submit does).",
+        "# Single quotes below are deliberate: user strings and the per-node bash -c stay unexpanded here.",
+        "# shellcheck disable=SC2016",
+        "set -euo pipefail",
+        "",
+        f"work_dir={shlex.quote(work_dir_path(job))}",
+        'mkdir -p -- "$work_dir"',
+        'work_dir="$(cd -- "$work_dir" && pwd)"',
+    ]
+    if spec.slurm.python_env and not spec.slurm.container:
+        lines.append(f'export PATH={shlex.quote(spec.slurm.python_env.rstrip("/") + "/bin")}:"$PATH"')
+    lines += [
+        "",
+        "# Node 0, the first host of the allocation, is the rendezvous master.",
+        'MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
+        f"MASTER_PORT={port}",
+        "export MASTER_ADDR MASTER_PORT",
+    ]
+    program = program_args(job, _WORK_DIR, checkpoint)
+    if checkpoint is not None and checkpoint.pointer:
+        lines.append(f'checkpoint="$(cat {shlex.quote(checkpoint.pointer)})"')
+    lines += [
+        "",
+        "torchrun_args=(",
+        f"  --nnodes={spec.nodes} --nproc-per-node={spec.nproc_per_node}",
+        '  --master-addr="$MASTER_ADDR" --master-port="$MASTER_PORT"',
+        *(f"  {_word(arg)}" for arg in program),
+        ")",
+        "",
+        "# Near the time limit Slurm sends USR1 (see --signal): requeue; the next run resumes.",
+        "requeue() {",
+        '  echo "torchyard: time limit near, requeueing job $SLURM_JOB_ID" >&2',
+        '  scontrol requeue "$SLURM_JOB_ID"',
+        "}",
+        "trap requeue USR1",
+        "",
+        " ".join(
+            [
+                "srun",
+                f"--nodes={spec.nodes}",
+                "--ntasks-per-node=1",
+                *_container_options(job),
+                "bash -c",
+                shlex.quote(_RUN_NODE),
+                'torchrun "${torchrun_args[@]}" &',
+            ]
+        ),
+        "srun_pid=$!",
+        "# wait returns early when USR1 arrives; keep waiting until srun itself ends.",
+        "while true; do",
+        '  status=0; wait "$srun_pid" || status=$?',
+        '  if ! kill -0 "$srun_pid" 2>/dev/null; then exit "$status"; fi',
+        "done",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _word(arg: str) -> str:
+    """One argument for the script: our own expansions stay live, every other string is quoted."""
+    if arg == _WORK_DIR:
+        return '"$work_dir"'
+    if arg == CHECKPOINT_PLACEHOLDER:
+        return '"$checkpoint"'
+    return shlex.quote(arg)
+
+
+def _container_options(job: Job) -> list[str]:
+    container = job.spec.slurm.container
+    if container is None:
+        return []
+    mounts = ",".join(['"$work_dir":"$work_dir"', *(shlex.quote(m) for m in container.mounts)])
+    return [f"--container-image={shlex.quote(container.image)}", f"--container-mounts={mounts}"]

@@ -1,0 +1,83 @@
+"""Shared fixtures for the operator tests.
+
+Golden files live in tests/operator/golden/. After an intended change to a renderer, regenerate them with
+    UPDATE_GOLDEN=1 .venv/bin/pytest tests/operator
+and review the diff (git diff tests/operator/golden) before committing.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+
+from torchyard.operator.api import load_job
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden"
+
+TRAIN = {
+    "apiVersion": "torchyard.dev/v1alpha1",
+    "kind": "TrainJob",
+    "metadata": {"name": "digits-mlp"},
+    "spec": {"image": "torchyard/trainer:0.1.0", "config": "configs/digits_mlp.py", "nodes": 2},
+}
+TEST = {
+    "apiVersion": "torchyard.dev/v1alpha1",
+    "kind": "TestJob",
+    "metadata": {"name": "digits-eval"},
+    "spec": {
+        "image": "torchyard/trainer:0.1.0",
+        "config": "configs/digits_mlp.py",
+        "checkpoint": "/ckpt/best.pth",
+    },
+}
+
+
+def make(base: dict, **spec) -> dict:
+    """A copy of `base` with spec fields (snake_case or camelCase) replaced."""
+    data = copy.deepcopy(base)
+    data["spec"].update(spec)
+    return data
+
+
+@pytest.fixture
+def train_job():
+    return lambda **spec: load_job(make(TRAIN, **spec))
+
+
+@pytest.fixture
+def test_job():
+    return lambda **spec: load_job(make(TEST, **spec))
+
+
+@pytest.fixture
+def golden():
+    """golden(name, text): compare with tests/operator/golden/<name>, or rewrite it under UPDATE_GOLDEN=1."""
+
+    def check(name: str, text: str) -> None:
+        path = GOLDEN / name
+        if os.environ.get("UPDATE_GOLDEN") == "1":
+            path.write_text(text)
+            return
+        assert path.exists(), f"no golden file {path}; create it with UPDATE_GOLDEN=1 and review it"
+        assert text == path.read_text(), f"{name} changed; if intended, rerun with UPDATE_GOLDEN=1 and review"
+
+    return check
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def base_train() -> dict:
+    return copy.deepcopy(TRAIN)
+
+
+@pytest.fixture
+def base_test() -> dict:
+    return copy.deepcopy(TEST)

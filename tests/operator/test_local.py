@@ -1,0 +1,85 @@
+"""`torchyard run`: the local commands (pure) and a real two-node run of a stand-in script (e2e)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from torchyard.operator.local import LOCALHOST, local_commands
+
+STAND_IN = Path(__file__).parent / "stand_in_trainer.py"
+
+
+def test_local_commands(train_job):
+    nodes = local_commands(train_job(nodes=2, procsPerNode=3), port=4321)
+    assert len(nodes) == 2
+    for rank, node in enumerate(nodes):
+        assert node.argv[:6] == [
+            "torchrun",
+            "--nnodes=2",
+            f"--node-rank={rank}",
+            "--nproc-per-node=3",
+            f"--master-addr={LOCALHOST}",
+            "--master-port=4321",
+        ]
+        assert node.argv[6:10] == ["-m", "torchyard.trainer.train", "configs/digits_mlp.py", "--launcher"]
+        assert "work_dirs/digits-mlp" in node.argv
+        for prefix in ("", "PET_"):
+            assert node.env[f"{prefix}NODE_RANK"] == str(rank)
+            assert node.env[f"{prefix}MASTER_ADDR"] == LOCALHOST
+
+
+def _write_job(tmp_path: Path, exit_code: int = 0) -> Path:
+    job = {
+        "apiVersion": "torchyard.dev/v1alpha1",
+        "kind": "TrainJob",
+        "metadata": {"name": "stand-in"},
+        "spec": {
+            "image": "unused",
+            "nodes": 2,
+            "procsPerNode": 2,
+            "command": [str(STAND_IN), "--flag", "a b"],
+            "workDir": {"path": "runs/stand-in"},
+        },
+    }
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def _run(tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "torchyard.operator.cli", "run", str(_write_job(tmp_path))],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.e2e
+def test_run_two_nodes_of_two_processes(tmp_path):
+    result = _run(tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = re.findall(r"stand-in .*", result.stdout)
+    assert len(lines) == 4, result.stdout
+    ranks = sorted(int(re.search(r" RANK=(\d+)", line).group(1)) for line in lines)
+    assert ranks == [0, 1, 2, 3]
+    for line in lines:
+        assert "WORLD_SIZE=4" in line and "LOCAL_WORLD_SIZE=2" in line and "MASTER_ADDR=127.0.0.1" in line
+        assert line.endswith("ARGS=--flag,a b")
+    assert (tmp_path / "runs/stand-in").is_dir()
+
+
+@pytest.mark.e2e
+def test_run_returns_the_failing_exit_code(tmp_path):
+    result = _run(tmp_path, {"STAND_IN_EXIT": "3"})
+    assert result.returncode != 0, result.stdout
