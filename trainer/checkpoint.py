@@ -176,10 +176,14 @@ class CheckpointManager:
 
 
 def resolve_checkpoint(path_or_dir: str | os.PathLike, which: str = "best") -> Path:
-    """A checkpoint file as is, or a work dir's best (or latest) checkpoint, falling back to the other."""
+    """A checkpoint file as is, a work dir's best (or latest) checkpoint falling back to the other, or the
+    checkpoint a work dir's ``best_checkpoint`` / ``last_checkpoint`` pointer file names."""
     if which not in ("best", "latest"):
         raise ValueError(f"which must be 'best' or 'latest', not {which!r}")
     path = Path(path_or_dir)
+    if path.is_file() and path.name in (BEST_POINTER, LAST_POINTER):
+        # A pointer file picks best or latest by name: `work_dir/last_checkpoint` means the latest.
+        return resolve_checkpoint(path.parent, "best" if path.name == BEST_POINTER else "latest")
     if path.is_file():
         return path
     if not path.is_dir():

@@ -13,6 +13,7 @@ from pathlib import Path
 from torchyard.trainer import exitcodes
 from torchyard.trainer.config import Config, ConfigError
 from torchyard.trainer.dist import LAUNCHERS
+from torchyard.trainer.termination import write_termination_message
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -38,18 +39,30 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def run_main(main: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+def run_main(main: Callable[[argparse.Namespace], dict], args: argparse.Namespace) -> int:
+    """Run ``main`` (which returns a summary: metrics, checkpoints), then leave a termination message."""
     from torchyard.trainer.checkpoint import CheckpointError
     from torchyard.trainer.loops import TrainingInterrupted
 
     debug = args.debug or os.environ.get("TORCHYARD_DEBUG") == "1"
     try:
-        return main(args)
+        summary = main(args)
     except (ConfigError, CheckpointError) as err:
         if debug:
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
-        return exitcodes.CONFIG_ERROR
+        return _finish(exitcodes.CONFIG_ERROR, "failed", type(err).__name__, str(err), retryable=False)
     except TrainingInterrupted as stop:
         print(f"stopped: {stop}", file=sys.stderr)
-        return exitcodes.INTERRUPTED_BASE + stop.signum
+        return _finish(exitcodes.INTERRUPTED_BASE + stop.signum, "interrupted", "Signal", str(stop),
+                       retryable=True, lastCheckpoint=stop.checkpoint)
+    except Exception as err:
+        _finish(exitcodes.FAILURE, "failed", type(err).__name__, str(err), retryable=True)
+        raise
+    return _finish(exitcodes.SUCCESS, "succeeded", "Completed", "", retryable=False, **summary)
+
+
+def _finish(code: int, status: str, reason: str, message: str, retryable: bool, **details) -> int:
+    write_termination_message({"status": status, "exitCode": code, "reason": reason, "message": message,
+                               "retryable": retryable, **details})
+    return code

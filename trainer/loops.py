@@ -68,8 +68,10 @@ def run_train_loop(runner: Runner) -> None:
 
 
 @torch.no_grad()
-def run_eval_loop(runner: Runner, loader: DataLoader, evaluator: Evaluator) -> dict[str, float]:
-    """Predict every sample of ``loader`` with the unwrapped model and compute ``evaluator``'s metrics."""
+def run_eval_loop(runner: Runner, loader: DataLoader, evaluator: Evaluator, mode: str) -> dict[str, float]:
+    """Predict every sample of ``loader`` with the unwrapped model and compute ``evaluator``'s metrics.
+
+    ``mode`` is "val" or "test": hooks hear ``after_val_iter`` or ``after_test_iter``."""
     model = runner.unwrapped_model
     was_training = model.training
     model.eval()
@@ -78,6 +80,7 @@ def run_eval_loop(runner: Runner, loader: DataLoader, evaluator: Evaluator) -> d
         with runner.autocast():
             outputs = model(batch, mode="predict")
         evaluator.process(batch, outputs)
+        runner.call_hook(f"after_{mode}_iter", batch=batch, outputs=outputs)
     model.train(was_training)
     return evaluator.evaluate(runner.env)
 

@@ -5,11 +5,13 @@ Losses are computed inside ``forward`` so that DistributedDataParallel sees the 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from torchyard.trainer.registry import MODELS
+from torchyard.trainer.visualization import caption, to_rgb, upscale
 
 
 class BaseModel(nn.Module):
@@ -43,6 +45,16 @@ class ImageClassifier(BaseModel):
 
     def predict(self, batch: dict) -> torch.Tensor:
         return self.logits(batch["inputs"])
+
+    def visualize(self, batch: dict, outputs: torch.Tensor) -> list[tuple[int, np.ndarray]]:
+        """Each input with "pred P / gt T" under it, green when right and red when wrong."""
+        pictures = []
+        for index, image, logits, target in zip(batch["index"].tolist(), batch["inputs"], outputs,
+                                                batch["targets"].tolist(), strict=True):
+            pred = int(logits.argmax())
+            color = (80, 220, 80) if pred == target else (240, 80, 80)
+            pictures.append((index, caption(upscale(to_rgb(image)), f"pred {pred} / gt {target}", color)))
+        return pictures
 
 
 @MODELS.register()

@@ -16,7 +16,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import torchyard.trainer.checkpoint_hook
-import torchyard.trainer.models  # noqa: F401 - importing registers the built-in hooks and models
+import torchyard.trainer.metrics
+import torchyard.trainer.models
+import torchyard.trainer.visualization  # noqa: F401 - importing registers the built-in hooks, metrics, models
 from torchyard.trainer.checkpoint import CheckpointManager, load_checkpoint, resolve_checkpoint
 from torchyard.trainer.config import Config, ConfigError
 from torchyard.trainer.data import build_dataloader
@@ -136,7 +138,7 @@ class Runner:
         return t % self.val_interval == 0 or t == (self.max_epochs if self.by_epoch else self.max_iters)
 
     def validate(self) -> dict[str, float]:
-        metrics = run_eval_loop(self, self.val_dataloader, self.val_evaluator)
+        metrics = run_eval_loop(self, self.val_dataloader, self.val_evaluator, mode="val")
         self.last_metrics = metrics
         self.call_hook("after_val", metrics=metrics)
         return metrics
@@ -279,7 +281,7 @@ class Runner:
             self.load_weights(path)
             self.tested_checkpoint = path
         self.call_hook("before_run")
-        metrics = run_eval_loop(self, loader, evaluator)
+        metrics = run_eval_loop(self, loader, evaluator, mode="test")
         self.call_hook("after_test", metrics=metrics)
         self.call_hook("after_run")
         self.logger.info("test: " + " ".join(f"{k}: {v:.4f}" for k, v in metrics.items()))

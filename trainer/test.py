@@ -1,7 +1,8 @@
 """torchyard-test: evaluate a checkpoint on a config's test set, as OpenMMLab's tools/test.py does.
 
     torchyard-test configs/digits_cnn.py work_dirs/digits_cnn            (the work dir's best, else last checkpoint)
-    torchyard-test configs/digits_cnn.py work_dirs/digits_cnn/epoch_10.pth --out results.json
+    torchyard-test configs/digits_cnn.py work_dirs/digits_cnn/last_checkpoint        (its latest checkpoint)
+    torchyard-test configs/digits_cnn.py work_dirs/digits_cnn/epoch_10.pth --out results.json --show-dir vis/
     torchrun --standalone --nproc-per-node=2 -m torchyard.trainer.test CONFIG CKPT --launcher pytorch
 """
 
@@ -10,49 +11,49 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import pickle
 import sys
 import time
 from pathlib import Path
 
 from torchyard.trainer.cli import add_common_args, load_config, run_main
-from torchyard.trainer.config import ConfigError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="torchyard-test", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
-    parser.add_argument("checkpoint", help="a checkpoint file, or a work dir (its best, else last checkpoint)")
-    parser.add_argument("--out", help="also write the metrics to this .json or .pkl file")
+    parser.add_argument("checkpoint", help="a checkpoint file, a work dir (its best, else last checkpoint), or a "
+                        "work dir's last_checkpoint / best_checkpoint pointer file")
+    parser.add_argument("--out", help="write every sample's prediction and the metrics to this .json or .pkl file")
+    parser.add_argument("--show-dir", help="save PNG pictures of predictions in this directory")
+    parser.add_argument("--show-limit", type=int, default=64, help="at most this many pictures (default 64)")
     return parser.parse_args(argv)
 
 
-def test(args: argparse.Namespace) -> int:
+def test(args: argparse.Namespace) -> dict:
     from torchyard.trainer.runner import Runner
 
-    if args.out and Path(args.out).suffix not in (".json", ".pkl"):
-        raise ConfigError(f"--out {args.out}: must end in .json or .pkl")
     cfg = load_config(args)
+    if args.out:
+        evaluators = cfg.get("test_evaluator") or []
+        cfg.test_evaluator = [*(evaluators if isinstance(evaluators, list) else [evaluators]),
+                              {"type": "DumpResults", "out_file": args.out}]
+    if args.show_dir:
+        cfg.custom_hooks = [*cfg.get("custom_hooks", []),
+                            {"type": "VisualizationHook", "show_dir": args.show_dir, "max_samples": args.show_limit}]
     runner = Runner(cfg, log_name="test.log")
     try:
         metrics = runner.test(args.checkpoint)
+        checkpoint = Path(runner.tested_checkpoint)
         if runner.env.is_main:
-            checkpoint = Path(runner.tested_checkpoint)
-            result = {"metrics": metrics, "checkpoint": str(checkpoint), "checkpoint_sha256": _sha256(checkpoint),
-                      "config": cfg.pretty_text, "time": time.time()}
+            result = {"metrics": metrics, "checkpoint": str(checkpoint.resolve()),
+                      "checkpoint_sha256": _sha256(checkpoint), "config": cfg.pretty_text, "time": time.time()}
             (runner.work_dir / "metrics.json").write_text(json.dumps(result, indent=2))
-            if args.out:
-                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                if args.out.endswith(".json"):
-                    Path(args.out).write_text(json.dumps(result, indent=2))
-                else:
-                    Path(args.out).write_bytes(pickle.dumps(result))
             for key, value in metrics.items():
-                print(f"{key}: {value:.4f}")
+                print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     finally:
         runner.close()
-    return 0
+    return {"metrics": metrics, "checkpoint": str(checkpoint)}
 
 
 def _sha256(path: Path) -> str:

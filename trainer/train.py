@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def train(args: argparse.Namespace) -> int:
+def train(args: argparse.Namespace) -> dict:
     from torchyard.trainer.runner import Runner
 
     cfg = load_config(args)
@@ -48,10 +48,11 @@ def train(args: argparse.Namespace) -> int:
         randomness["deterministic"] = True
     runner = Runner(cfg)
     try:
-        runner.train()
+        metrics = runner.train()
     finally:
         runner.close()
-    return 0
+    return {"metrics": metrics, "epoch": runner.epoch, "iter": runner.iter,
+            "lastCheckpoint": str(runner.checkpoints.last() or ""), "bestCheckpoint": str(runner.checkpoints.best() or "")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+model = dict(type="DigitsMLP", hidden=64, num_classes=10)
