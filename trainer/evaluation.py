@@ -7,6 +7,9 @@ Output keys are ``prefix/name`` (``accuracy/top1``, ``FID-Full-50k/fid``); the p
 
 from __future__ import annotations
 
+import json
+import pickle
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,28 +35,8 @@ class BaseMetric:
         """Metrics from every sample's record, in data set order."""
         raise NotImplementedError
 
-
-@METRICS.register()
-class Accuracy(BaseMetric):
-    """Top-k accuracy in percent: ``accuracy/top1``, ``accuracy/top5``."""
-
-    default_prefix = "accuracy"
-
-    def __init__(self, topk: int | tuple[int, ...] = (1,), prefix: str | None = None) -> None:
-        super().__init__(prefix)
-        self.topk = (topk,) if isinstance(topk, int) else tuple(topk)
-
-    def process(self, batch: dict, outputs: torch.Tensor) -> None:
-        k = min(max(self.topk), outputs.shape[1])
-        top = outputs.float().topk(k, dim=1).indices.cpu()
-        for index, pred, target in zip(batch["index"].tolist(), top, batch["targets"].cpu(), strict=True):
-            self.records.append((index, (pred, int(target))))
-
-    def compute(self, records: list[Any]) -> dict[str, float]:
-        preds = torch.stack([pred for pred, _ in records])
-        targets = torch.tensor([target for _, target in records])
-        hits = preds == targets[:, None]
-        return {f"top{k}": float(hits[:, :k].any(dim=1).float().mean() * 100) for k in self.topk}
+    def after_evaluate(self, metrics: dict[str, float], env: DistEnv) -> None:
+        """Called once every metric is computed, with all of them (DumpResults writes them to a file)."""
 
 
 class Evaluator:
@@ -78,6 +61,8 @@ class Evaluator:
             metric.records = []
             for name, value in metric.compute(records).items():
                 results[f"{metric.prefix}/{name}" if metric.prefix else name] = value
+        for metric in self.metrics:
+            metric.after_evaluate(results, env)
         return results
 
 
@@ -88,3 +73,43 @@ def _gather_records(records: list[tuple[int, Any]], env: DistEnv) -> list[Any]:
         records = [record for rank_records in per_rank for record in rank_records]
     by_index = dict(records)  # an index seen twice (padding) counts once
     return [by_index[index] for index in sorted(by_index)]
+
+
+@METRICS.register()
+class DumpResults(BaseMetric):
+    """Writes every sample's prediction and target, and the metrics, to ``out_file`` (.json or .pkl).
+
+    ``torchyard-test --out FILE`` appends it to the test evaluator, as OpenMMLab's tools/test.py does.
+    """
+
+    def __init__(self, out_file: str, prefix: str | None = None) -> None:
+        super().__init__(prefix)
+        if Path(out_file).suffix not in (".json", ".pkl"):
+            raise ConfigError(f"DumpResults.out_file / --out {out_file}: must end in .json or .pkl")
+        self.out_file = Path(out_file)
+
+    def process(self, batch: dict, outputs: torch.Tensor) -> None:
+        targets = batch.get("targets")
+        for i, index in enumerate(batch["index"].tolist()):
+            self.records.append((index, {
+                "index": index,
+                "prediction": outputs[i].detach().float().cpu(),
+                "target": targets[i].cpu() if isinstance(targets, torch.Tensor) else None,
+            }))
+
+    def compute(self, records: list[dict]) -> dict[str, float]:
+        self.samples = records
+        return {}
+
+    def after_evaluate(self, metrics: dict[str, float], env: DistEnv) -> None:
+        """Rank 0 writes the samples and every metric."""
+        records, self.samples = self.samples, []
+        if not env.is_main:
+            return
+        self.out_file.parent.mkdir(parents=True, exist_ok=True)
+        if self.out_file.suffix == ".pkl":
+            samples = [{k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in r.items()} for r in records]
+            self.out_file.write_bytes(pickle.dumps({"metrics": metrics, "predictions": samples}))
+        else:
+            samples = [{k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in r.items()} for r in records]
+            self.out_file.write_text(json.dumps({"metrics": metrics, "predictions": samples}))
