@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 import torchyard.trainer.checkpoint_hook
 import torchyard.trainer.metrics
 import torchyard.trainer.models
+import torchyard.trainer.tasks
 import torchyard.trainer.visualization  # noqa: F401 - importing registers the built-in hooks, metrics, models
 from torchyard.trainer.checkpoint import CheckpointManager, load_checkpoint, resolve_checkpoint
 from torchyard.trainer.config import Config, ConfigError

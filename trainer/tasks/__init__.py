@@ -1,0 +1,2 @@
+"""Task families beyond digits classification; importing this package registers their datasets, models and
+metrics (segmentation, restoration, generation, self-supervised)."""

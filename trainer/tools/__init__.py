@@ -1,0 +1,1 @@
+"""Analysis tools: `torchyard tools count-params|publish-model|plot-logs|tsne ...`."""
