@@ -19,6 +19,9 @@ from torchyard.trainer.config import ConfigError
 
 LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
 DEFAULT_PORT = 29500
+# The rule the rendered sbatch scripts use too (operator/render_slurm.py): one port per job id.
+SLURM_PORT_BASE = 10000
+SLURM_PORT_SPAN = 20000
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,11 @@ def parse_launcher_env(launcher: str, env: Mapping[str, str]) -> DistEnv:
             master_port=_int(env, "MASTER_PORT", launcher),
         )
     if launcher == "slurm":
-        _require(env, launcher, ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS", "SLURM_JOB_NODELIST"))
+        # The job id is only needed to derive the port; without it every job would take the same one.
+        _require(env, launcher, ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS", "SLURM_JOB_NODELIST")
+                 + (() if env.get("MASTER_PORT") else ("SLURM_JOB_ID",)))
         ntasks = _int(env, "SLURM_NTASKS", launcher)
-        nnodes = int(env.get("SLURM_NNODES") or 1)
+        nnodes = _int(env, "SLURM_NNODES", launcher) if env.get("SLURM_NNODES") else 1
         return DistEnv(
             rank=_int(env, "SLURM_PROCID", launcher),
             world_size=ntasks,
@@ -100,7 +105,8 @@ def parse_launcher_env(launcher: str, env: Mapping[str, str]) -> DistEnv:
             rank=_int(env, "OMPI_COMM_WORLD_RANK", launcher),
             world_size=world_size,
             local_rank=_int(env, "OMPI_COMM_WORLD_LOCAL_RANK", launcher),
-            local_world_size=int(env.get("OMPI_COMM_WORLD_LOCAL_SIZE") or world_size),
+            local_world_size=(_int(env, "OMPI_COMM_WORLD_LOCAL_SIZE", launcher)
+                              if env.get("OMPI_COMM_WORLD_LOCAL_SIZE") else world_size),
             master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
             master_port=_int(env, "MASTER_PORT", launcher) if env.get("MASTER_PORT") else DEFAULT_PORT,
         )
@@ -109,8 +115,8 @@ def parse_launcher_env(launcher: str, env: Mapping[str, str]) -> DistEnv:
 
 def slurm_port(env: Mapping[str, str]) -> int:
     """A port derived from the job id, so two jobs sharing a node never both take 29500."""
-    job_id = int(env.get("SLURM_JOB_ID") or 0)
-    return 20000 + job_id % 10000
+    job_id = _int(env, "SLURM_JOB_ID", "slurm")
+    return SLURM_PORT_BASE + job_id % SLURM_PORT_SPAN
 
 
 def first_slurm_host(nodelist: str) -> str:
@@ -122,13 +128,11 @@ def first_slurm_host(nodelist: str) -> str:
             return out[0]
     except (OSError, subprocess.SubprocessError):
         pass  # no scontrol here (e.g. a test); the list syntax is simple enough to expand by hand
-    match = re.match(r"([^\[,]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    # The first host expression (up to a comma outside brackets): "rack[1-2]-gpu[01-04]", "node[3-4]-ib".
+    match = re.match(r"(?:[^\[\],]+|\[[^\]]+\])+", nodelist.strip())
     if not match:
         raise ConfigError(f"--launcher slurm: cannot read SLURM_JOB_NODELIST={nodelist!r}")
-    prefix, ranges = match.groups()
-    if not ranges:
-        return prefix
-    return prefix + ranges.split(",")[0].split("-")[0]
+    return re.sub(r"\[([^\]]+)\]", lambda ranges: ranges.group(1).split(",")[0].split("-")[0], match.group(0))
 
 
 def init_distributed(launcher: str, env: Mapping[str, str] | None = None, timeout_s: int = 1800) -> DistEnv:

@@ -47,7 +47,7 @@ class Evaluator:
 
     @classmethod
     def build(cls, cfg: dict | list[dict], where: str) -> Evaluator:
-        cfgs = cfg if isinstance(cfg, list) else [cfg]
+        cfgs = list(cfg) if isinstance(cfg, list | tuple) else [cfg]
         return cls([METRICS.build(c, where=f"{where}[{i}]") for i, c in enumerate(cfgs)])
 
     def process(self, batch: dict, outputs: torch.Tensor) -> None:

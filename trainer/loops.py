@@ -42,9 +42,11 @@ def run_train_loop(runner: Runner) -> None:
             batch = to_device(batch, runner.device)
             with optim.sync_context(runner.model), optim.autocast():
                 losses = runner.model(batch, mode="loss")
-            optim.update(sum(losses.values()))
+            optim.update(total_loss(losses))
             runner.iter += 1
             runner.inner_iter += 1
+            if runner.iter >= runner.max_iters:
+                optim.flush()
             for scheduler in runner.iter_schedulers:
                 scheduler.step(runner.iter - 1)
             if not runner.by_epoch and runner.validation_due(runner.iter):
@@ -56,7 +58,10 @@ def run_train_loop(runner: Runner) -> None:
                 break
             data_start = time.perf_counter()
         if runner.inner_iter >= runner.iters_per_epoch:
-            optim.flush()
+            if runner.by_epoch:
+                # By iteration, accumulation windows run across epochs, so checkpoint intervals that are
+                # multiples of accumulative_counts always fall on a window's end.
+                optim.flush()
             runner.epoch += 1
             runner.inner_iter = 0
             for scheduler in runner.epoch_schedulers:
@@ -83,6 +88,14 @@ def run_eval_loop(runner: Runner, loader: DataLoader, evaluator: Evaluator, mode
         runner.call_hook(f"after_{mode}_iter", batch=batch, outputs=outputs)
     model.train(was_training)
     return evaluator.evaluate(runner.env)
+
+
+def total_loss(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The sum of a model's losses; unlike ``sum()``, it adds no ``0 + loss`` op to every step's graph."""
+    total, *rest = losses.values()
+    for loss in rest:
+        total = total + loss
+    return total
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

@@ -16,6 +16,7 @@ import inspect
 import math
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.optim import lr_scheduler
 
@@ -26,10 +27,14 @@ OPTIMIZERS.register_all(
     cls for cls in vars(torch.optim).values()
     if inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer
 )
+# Left out: ReduceLROnPlateau needs a metric at every step, SequentialLR and ChainedScheduler need built
+# schedulers; a param_scheduler list with begin/end expresses the same.
+UNBUILDABLE_SCHEDULERS = (lr_scheduler.LRScheduler, lr_scheduler._LRScheduler, lr_scheduler.ReduceLROnPlateau,
+                          lr_scheduler.SequentialLR, lr_scheduler.ChainedScheduler)
 PARAM_SCHEDULERS.register_all(
     cls for name, cls in vars(lr_scheduler).items()
     if inspect.isclass(cls) and issubclass(cls, lr_scheduler.LRScheduler) and not name.startswith("_")
-    and cls not in (lr_scheduler.LRScheduler, lr_scheduler._LRScheduler)
+    and cls not in UNBUILDABLE_SCHEDULERS
 )
 
 
@@ -49,6 +54,7 @@ class OptimWrapper:
         # fp16 underflows without loss scaling; bf16 keeps fp32's range and needs none.
         self.scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
         self._pending = 0
+        self._unsynced = False  # some gradient of the open window skipped DDP's all-reduce (no_sync)
         self.last_grad_norm: float | None = None
 
     @contextlib.contextmanager
@@ -64,11 +70,13 @@ class OptimWrapper:
         will_step = self._pending + 1 >= self.accumulative_counts
         if will_step or not hasattr(model, "no_sync"):
             return contextlib.nullcontext()
+        self._unsynced = True
         return model.no_sync()
 
     def update(self, loss: torch.Tensor) -> bool:
         """Backward ``loss``; step when the accumulation window is full. Returns whether it stepped."""
-        loss = loss / self.accumulative_counts
+        if self.accumulative_counts > 1:  # dividing by 1 would only add an op and an autograd node per step
+            loss = loss / self.accumulative_counts
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         self._pending += 1
         if self._pending < self.accumulative_counts:
@@ -89,11 +97,24 @@ class OptimWrapper:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self._pending = 0
+        self._unsynced = False
 
     def flush(self) -> None:
-        """Apply a partly filled accumulation window (at the end of an epoch), so no gradient is dropped."""
-        if self._pending:
-            self.step()
+        """Apply a partly filled accumulation window (at the end of an epoch), so no gradient is dropped.
+
+        Its losses were divided by ``accumulative_counts``; rescale to the mean over the micro-batches seen
+        (as mmengine does), and all-reduce what DDP's ``no_sync`` left unsynchronised.
+        """
+        if not self._pending:
+            return
+        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if self._unsynced and dist.is_available() and dist.is_initialized():
+            for grad in grads:
+                dist.all_reduce(grad)
+                grad.div_(dist.get_world_size())
+        for grad in grads:
+            grad.mul_(self.accumulative_counts / self._pending)
+        self.step()
 
     @property
     def at_boundary(self) -> bool:
@@ -131,7 +152,10 @@ def build_optim_wrapper(cfg: dict, model: nn.Module, amp: bool, device: torch.de
     amp_dtype = None
     if amp:
         default = "float16" if device.type == "cuda" else "bfloat16"
-        amp_dtype = getattr(torch, cfg.get("dtype") or default)
+        name = cfg.get("dtype") or default
+        if name not in ("float16", "bfloat16"):
+            raise ConfigError(f"optim_wrapper.dtype: {name!r} is not an autocast type; use float16 or bfloat16")
+        amp_dtype = getattr(torch, name)
     optimizer = OPTIMIZERS.build(cfg["optimizer"], where="optim_wrapper.optimizer",
                                  params=[p for p in model.parameters() if p.requires_grad])
     return OptimWrapper(optimizer, cfg.get("accumulative_counts", 1), cfg.get("clip_grad"), amp_dtype, device)
@@ -148,7 +172,10 @@ class ParamScheduler:
 
     def step(self, t: int) -> None:
         """Called after unit ``t`` (an epoch or an iteration) has finished."""
-        if self.begin <= t < self.end:
+        if self.begin > 0 and t == self.begin - 1:
+            # Held back when built (see build_param_schedulers): act from unit ``begin`` on as if built then.
+            self.scheduler._initial_step()
+        elif self.begin <= t < self.end:
             self.scheduler.step()
 
     def state_dict(self) -> dict:
@@ -180,6 +207,12 @@ def build_param_schedulers(cfgs: list[dict] | dict | None, optimizer: torch.opti
         if name in ("LinearLR", "ConstantLR", "PolynomialLR") and span:
             cfg.setdefault("total_iters", span)
         cfg.pop("convert_to_iter_based", None)
+        lrs = [group["lr"] for group in optimizer.param_groups]
         scheduler = PARAM_SCHEDULERS.build(cfg, where=where, optimizer=optimizer)
+        if begin > 0:
+            # torch schedulers act when built (LinearLR scales by start_factor); undo that until ``begin``.
+            for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+                group["lr"] = lr
+            scheduler.last_epoch = -1
         schedulers.append(ParamScheduler(scheduler, by_epoch, begin, end))
     return schedulers

@@ -288,7 +288,9 @@ class Runner:
         self.logger.info("test: " + " ".join(f"{k}: {v:.4f}" for k, v in metrics.items()))
         return metrics
 
+
     def close(self) -> None:
+        """Leave the process group; in-process users (tests, benchmarks) call this when done."""
         destroy_distributed()
 
 

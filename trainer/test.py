@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def test(args: argparse.Namespace) -> dict:
+    from torchyard.trainer.dist import destroy_distributed
     from torchyard.trainer.runner import Runner
 
     cfg = load_config(args)
@@ -41,8 +42,8 @@ def test(args: argparse.Namespace) -> dict:
     if args.show_dir:
         cfg.custom_hooks = [*cfg.get("custom_hooks", []),
                             {"type": "VisualizationHook", "show_dir": args.show_dir, "max_samples": args.show_limit}]
-    runner = Runner(cfg, log_name="test.log")
     try:
+        runner = Runner(cfg, log_name="test.log")
         metrics = runner.test(args.checkpoint)
         checkpoint = Path(runner.tested_checkpoint)
         if runner.env.is_main:
@@ -52,7 +53,7 @@ def test(args: argparse.Namespace) -> dict:
             for key, value in metrics.items():
                 print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     finally:
-        runner.close()
+        destroy_distributed()
     return {"metrics": metrics, "checkpoint": str(checkpoint)}
 
 

@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def train(args: argparse.Namespace) -> dict:
+    from torchyard.trainer.dist import destroy_distributed
     from torchyard.trainer.runner import Runner
 
     cfg = load_config(args)
@@ -46,11 +47,12 @@ def train(args: argparse.Namespace) -> dict:
         randomness["seed"] = args.seed
     if args.deterministic:
         randomness["deterministic"] = True
-    runner = Runner(cfg)
     try:
+        runner = Runner(cfg)
         metrics = runner.train()
     finally:
-        runner.close()
+        # Also when building the runner failed after joining the group: a live group at exit aborts the process.
+        destroy_distributed()
     return {"metrics": metrics, "epoch": runner.epoch, "iter": runner.iter,
             "lastCheckpoint": str(runner.checkpoints.last() or ""), "bestCheckpoint": str(runner.checkpoints.best() or "")}
 

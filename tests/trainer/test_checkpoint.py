@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from torchyard.trainer import checkpoint
 from torchyard.trainer.checkpoint import (
     CheckpointError,

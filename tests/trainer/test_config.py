@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from torchyard.trainer.config import (
     Config,
     ConfigDict,

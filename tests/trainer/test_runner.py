@@ -46,10 +46,7 @@ def make_cfg(work_dir: Path, **overrides) -> dict:
 
 def train(cfg: dict) -> Runner:
     runner = Runner(Config(cfg))
-    try:
-        runner.train()
-    finally:
-        runner.close()
+    runner.train()
     return runner
 
 
@@ -253,7 +250,7 @@ def test_ddp_rank_killed_then_resumed_is_bit_identical(tmp_path, fault_hooks, ki
     cfg = make_cfg(tmp_path / "straight", train_cfg=dict(by_epoch=False, max_iters=60, val_interval=30),
                    default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=8)))
     straight = run_trainer(tmp_path, write_config(tmp_path / "straight.py", cfg, fault_hooks), nproc=2)
-    assert straight.returncode == 0, straight.stderr[-3000:]
+    assert straight.returncode == 0, straight.stdout[-3000:] + straight.stderr[-3000:]
 
     killed_cfg = {**cfg, "work_dir": str(tmp_path / "killed"),
                   "custom_hooks": [dict(type="KillAt", at=kill_at, rank=1)]}
@@ -262,7 +259,7 @@ def test_ddp_rank_killed_then_resumed_is_bit_identical(tmp_path, fault_hooks, ki
     resumed_cfg = {**cfg, "work_dir": str(tmp_path / "killed")}
     resumed = run_trainer(tmp_path, write_config(tmp_path / "resumed.py", resumed_cfg, fault_hooks), "--resume",
                           nproc=2)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"resumed from {tmp_path / 'killed' / f'iter_{kill_at // 8 * 8}.pth'}" in resumed.stdout
     assert_same_training_state(final_state(tmp_path / "straight"), final_state(tmp_path / "killed"))
 
@@ -281,7 +278,7 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, fault
 
     resumed = run_trainer(tmp_path, write_config(tmp_path / "c.py", {**cfg, "work_dir": str(tmp_path / "crash")}),
                           "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout and "iter_20.pth" in resumed.stdout
     assert_same_training_state(final_state(tmp_path / "straight"), final_state(tmp_path / "crash"))
 
