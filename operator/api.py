@@ -252,6 +252,12 @@ class SlurmSpec(Model):
         description="Seconds before the time limit at which the job is "
         "told (USR1) to requeue itself; it then resumes from its last checkpoint.",
     )
+    max_requeues: int = Field(
+        3,
+        ge=0,
+        description="How often the job may requeue itself after a checkpoint "
+        "(near the time limit or on USR1); counted by SLURM_RESTART_COUNT. 0: never.",
+    )
     extra_args: list[NonEmptyLine] = Field(
         default_factory=list,
         description="More sbatch options, one per "
@@ -526,15 +532,25 @@ class JobStatus(Model):
     active: int = Field(0, ge=0, description="Pods running now.")
     succeeded: int = Field(0, ge=0, description="Pods that succeeded in the current attempt.")
     failed: int = Field(0, ge=0, description="Pods that failed in the current attempt.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="Final metrics from the trainer's termination message, keys as the evaluator prints "
+        "them (e.g. accuracy/top1, FID-Full-50k/fid).",
+    )
+    epoch: int | None = Field(None, ge=0, description="Epoch the trainer last reported.")
+    iter: int | None = Field(None, ge=0, description="Iteration the trainer last reported.")
+    last_checkpoint: Line | None = Field(
+        None, description="Latest checkpoint the trainer reported (path in the pod)."
+    )
+    best_checkpoint: Line | None = Field(
+        None, description="Best checkpoint the trainer reported (path in the pod)."
+    )
 
 
 class TestJobStatus(JobStatus):
     __test__ = False
 
-    metrics: dict[str, float] = Field(
-        default_factory=dict,
-        description="Evaluation results, keys as the evaluator prints them (e.g. FID-Full-50k/fid).",
-    )
+    checkpoint: Line | None = Field(None, description="The checkpoint that was evaluated (path in the pod).")
     headline_metric: Line | None = Field(
         None, description="The first metric as `key: value`, for kubectl get."
     )

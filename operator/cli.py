@@ -5,6 +5,8 @@ parsers it adds set `func(args) -> exit code`. To add a group, write the module 
     torchyard render examples/trainjob.yaml --target k8s|slurm
     torchyard run examples/trainjob.yaml
     torchyard crds --out crds/
+    torchyard operator run [--namespace NS] [--metrics-port PORT] [--json-logs] [--peering NAME]
+    torchyard dev-cluster [--emulator --port 8001 --kubeconfig FILE] [--volumes DIR]
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from torchyard.operator import cli_jobs
+from torchyard.operator import cli_jobs, cli_operator, cli_slurm
 from torchyard.operator.api import SpecError
 from torchyard.operator.command import RenderError
 
-COMMAND_GROUPS = [cli_jobs]
+COMMAND_GROUPS = [cli_jobs, cli_slurm, cli_operator]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,24 +9,15 @@ address are found; they all call these pure functions.
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 
 from torchyard.operator.api import Job, TestJob, TrainJob
 
 TRAIN_MODULE = "torchyard.trainer.train"
 TEST_MODULE = "torchyard.trainer.test"
-LAST_POINTER = "last_checkpoint"  # the trainer's pointer file naming a work dir's latest checkpoint
-# Stands for the checkpoint in argv until FOLLOW_POINTER_SH replaces it by the pointer file's content.
-CHECKPOINT_PLACEHOLDER = "@torchyard-checkpoint@"
-# A constant POSIX sh program (no user data in it): $0 is a pointer file, "$@" the command; it runs the
-# command with the placeholder argument replaced by the path the pointer file holds.
-FOLLOW_POINTER_SH = (
-    'ckpt="$(cat "$0")" || exit 1\n'
-    'for a do shift; if [ "$a" = '
-    + CHECKPOINT_PLACEHOLDER
-    + ' ]; then a="$ckpt"; fi; set -- "$@" "$a"; done\n'
-    'exec "$@"'
-)
+# The trainer's pointer files in a work dir, naming its latest / best checkpoint; torchyard-test follows them.
+POINTERS = {"latest": "last_checkpoint", "best": "best_checkpoint"}
 
 
 class RenderError(ValueError):
@@ -35,10 +26,9 @@ class RenderError(ValueError):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The CHECKPOINT argument of a TestJob: a path, or (for `latest`) a pointer file to follow at start."""
+    """The CHECKPOINT argument of a TestJob: a checkpoint file, a work dir or a pointer file in a work dir."""
 
     path: str
-    pointer: str | None = None
 
 
 def work_dir_path(job: Job) -> str:
@@ -76,9 +66,9 @@ def program_args(job: Job, work_dir: str, checkpoint: Checkpoint | None = None) 
     else:
         if checkpoint is None:
             raise RenderError("a TestJob needs its checkpoint resolved (see test_checkpoint)")
-        ckpt = CHECKPOINT_PLACEHOLDER if checkpoint.pointer else checkpoint.path
-        args = ["-m", TEST_MODULE, spec.config, ckpt, "--launcher", "pytorch", "--work-dir", work_dir]
-        args += ["--out", spec.out] if spec.out else []
+        args = ["-m", TEST_MODULE, spec.config, checkpoint.path]
+        args += ["--launcher", "pytorch", "--work-dir", work_dir]
+        args += ["--out", posixpath.join(work_dir, spec.out)] if spec.out else []  # absolute stays absolute
     return args + (["--cfg-options", *spec.cfg_options] if spec.cfg_options else [])
 
 
@@ -92,9 +82,8 @@ def test_checkpoint(job: TestJob, train_work_dir: str | None) -> Checkpoint | No
     ref = spec.from_train_job
     if train_work_dir is None:
         raise RenderError(missing_train_job(ref.name))
-    if ref.which == "best":  # the trainer picks a work dir's best checkpoint, else its latest
-        return Checkpoint(train_work_dir)
-    return Checkpoint(train_work_dir, pointer=f"{train_work_dir.rstrip('/')}/{LAST_POINTER}")
+    # torchyard-test reads the pointer file when it starts, so it takes the checkpoint current at that time.
+    return Checkpoint(f"{train_work_dir.rstrip('/')}/{POINTERS[ref.which]}")
 
 
 test_checkpoint.__test__ = False  # a function named test_*, not a pytest test
@@ -115,9 +104,6 @@ def check_train_job(job: TestJob, train_job: TrainJob | None) -> TrainJob:
     return train_job
 
 
-def node_command(torchrun: list[str], program: list[str], checkpoint: Checkpoint | None) -> list[str]:
-    """The full argv one node runs: torchrun, its options and the program, through sh only for `latest`."""
-    argv = [*torchrun, *program]
-    if checkpoint is not None and checkpoint.pointer:
-        return ["sh", "-c", FOLLOW_POINTER_SH, checkpoint.pointer, *argv]
-    return argv
+def node_command(torchrun: list[str], program: list[str]) -> list[str]:
+    """The full argv one node runs: torchrun, its options and the program."""
+    return [*torchrun, *program]

@@ -70,7 +70,7 @@ def local_commands(
         }
         env = values | {f"PET_{name}": value for name, value in values.items()} | {"PYTHONUNBUFFERED": "1"}
         options = torchrun_options(spec.nodes, rank, spec.nproc_per_node, LOCALHOST, port)
-        nodes.append(NodeProcess(node_command([torchrun, *options], program, checkpoint), env))
+        nodes.append(NodeProcess(node_command([torchrun, *options], program), env))
     return nodes
 
 

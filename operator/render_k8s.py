@@ -88,7 +88,7 @@ def render_pod(job: Job, rank: int, train_mount: dict | None = None) -> dict[str
         "torchrun",
         *torchrun_options(spec.nodes, rank, spec.nproc_per_node, master_addr(job), master_port(job)),
     ]
-    command = node_command(torchrun, program_args(job, work_dir, checkpoint), checkpoint)
+    command = node_command(torchrun, program_args(job, work_dir, checkpoint))
     pod_spec: dict[str, Any] = {
         "hostname": pod_name(job, rank),
         "subdomain": job.metadata.name,

@@ -3,7 +3,9 @@
 One task per node: `srun` starts one torchrun per node with `--node-rank=$SLURM_NODEID`, running the same
 trainer command as the pods. Node 0 (the first host of the allocation) is the master; the port comes from
 the job id unless the spec sets one, so two jobs sharing a node never both take 29500. Near the time
-limit Slurm sends USR1 and the script requeues the job, which resumes from its last checkpoint.
+limit Slurm sends USR1 to the batch script, which passes it on as SIGTERM to the trainers (torchrun only
+forwards SIGTERM/SIGINT); they checkpoint and exit, and the script requeues the job (up to
+slurm.maxRequeues times), which resumes from that checkpoint.
 
 Every user string in the script body is shell-quoted (shlex.quote); strings on `#SBATCH` lines are
 validated by the API to be single-line names, so none can start a shell command.
@@ -18,7 +20,6 @@ import shlex
 
 from torchyard.operator.api import Job, TestJob, TrainJob
 from torchyard.operator.command import (
-    CHECKPOINT_PLACEHOLDER,
     check_train_job,
     program_args,
     test_checkpoint,
@@ -29,6 +30,7 @@ from torchyard.operator.quantity import parse_quantity
 MASTER_PORT_BASE = 10000  # derived ports are MASTER_PORT_BASE + job id % MASTER_PORT_SPAN
 MASTER_PORT_SPAN = 20000
 _WORK_DIR = "@torchyard-work-dir@"  # stands for "$work_dir" in argv until _word renders it
+_NODE_ADDR_SED = r"sed -n 's/.*[[:space:]]NodeAddr=\([^[:space:]]*\).*/\1/p'"  # from `scontrol show node -o`
 _RUN_NODE = 'exec torchrun --node-rank="$SLURM_NODEID" "$@"'  # constant: user data arrives as "$@"
 
 
@@ -88,14 +90,18 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
         lines.append(f'export PATH={shlex.quote(spec.slurm.python_env.rstrip("/") + "/bin")}:"$PATH"')
     lines += [
         "",
-        "# Node 0, the first host of the allocation, is the rendezvous master.",
+        "# Node 0, the first host of the allocation, is the rendezvous master. A node name that does not",
+        "# resolve (emulated or unlisted nodes) is replaced by the node's NodeAddr from slurm.conf.",
         'MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
+        'if ! getent hosts "$MASTER_ADDR" >/dev/null; then',
+        '  node_addr="$(scontrol show node -o "$MASTER_ADDR" | ' + _NODE_ADDR_SED + ')" || true',
+        '  MASTER_ADDR="${node_addr:-$MASTER_ADDR}"',
+        "fi",
         f"MASTER_PORT={port}",
         "export MASTER_ADDR MASTER_PORT",
+        'echo "torchyard: job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, master $MASTER_ADDR:$MASTER_PORT" >&2',
     ]
     program = program_args(job, _WORK_DIR, checkpoint)
-    if checkpoint is not None and checkpoint.pointer:
-        lines.append(f'checkpoint="$(cat {shlex.quote(checkpoint.pointer)})"')
     lines += [
         "",
         "torchrun_args=(",
@@ -104,12 +110,17 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
         *(f"  {_word(arg)}" for arg in program),
         ")",
         "",
-        "# Near the time limit Slurm sends USR1 (see --signal): requeue; the next run resumes.",
-        "requeue() {",
-        '  echo "torchyard: time limit near, requeueing job $SLURM_JOB_ID" >&2',
-        '  scontrol requeue "$SLURM_JOB_ID"',
+        "# Near the time limit Slurm sends USR1 to this script only (--signal=B:...). Stop the trainers with",
+        "# SIGTERM to every step but this one: torchrun forwards SIGTERM (USR1 would kill it), the trainers",
+        "# save a checkpoint at the next step boundary and exit; then this script requeues the job below.",
+        "stop_requested=0",
+        "# shellcheck disable=SC2317  # called by the trap",
+        "stop_trainers() {",
+        "  stop_requested=1",
+        '  echo "torchyard: USR1 (time limit near): stopping job $SLURM_JOB_ID at a checkpoint" >&2',
+        '  scancel --signal=TERM "$SLURM_JOB_ID" || echo "torchyard: scancel --signal=TERM failed" >&2',
         "}",
-        "trap requeue USR1",
+        "trap stop_trainers USR1",
         "",
         " ".join(
             [
@@ -126,8 +137,22 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
         "# wait returns early when USR1 arrives; keep waiting until srun itself ends.",
         "while true; do",
         '  status=0; wait "$srun_pid" || status=$?',
-        '  if ! kill -0 "$srun_pid" 2>/dev/null; then exit "$status"; fi',
+        '  if ! kill -0 "$srun_pid" 2>/dev/null; then break; fi',
         "done",
+        "",
+        "# Stopped at a checkpoint: requeue (this script is the one place that does); the next run resumes.",
+        f"max_requeues={spec.slurm.max_requeues}",
+        'if [ "$stop_requested" = 1 ] && [ "$status" -ne 0 ]; then',
+        '  requeues="${SLURM_RESTART_COUNT:-0}"',
+        '  if [ "$requeues" -lt "$max_requeues" ]; then',
+        '    echo "torchyard: requeueing job $SLURM_JOB_ID ($((requeues + 1)) of $max_requeues)" >&2',
+        '    scontrol requeue "$SLURM_JOB_ID" && exit 0',
+        '    echo "torchyard: scontrol requeue failed" >&2',
+        "  else",
+        '    echo "torchyard: stopped at a checkpoint; maxRequeues ($max_requeues) reached: no requeue" >&2',
+        "  fi",
+        "fi",
+        'exit "$status"',
     ]
     return "\n".join(lines) + "\n"
 
@@ -136,8 +161,8 @@ def _word(arg: str) -> str:
     """One argument for the script: our own expansions stay live, every other string is quoted."""
     if arg == _WORK_DIR:
         return '"$work_dir"'
-    if arg == CHECKPOINT_PLACEHOLDER:
-        return '"$checkpoint"'
+    if arg.startswith(_WORK_DIR + "/"):
+        return '"$work_dir"' + shlex.quote(arg[len(_WORK_DIR):])
     return shlex.quote(arg)
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use, only those missing (a no-op once they are there).
 #   shellcheck: lints the rendered sbatch scripts
+# (Slurm's packages are installed by tests/slurm/cluster.sh, which keeps their init scripts from starting.)
 set -euo pipefail
 packages=(shellcheck)
 missing=()

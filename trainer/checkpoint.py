@@ -181,8 +181,9 @@ def resolve_checkpoint(path_or_dir: str | os.PathLike, which: str = "best") -> P
     if which not in ("best", "latest"):
         raise ValueError(f"which must be 'best' or 'latest', not {which!r}")
     path = Path(path_or_dir)
-    if path.is_file() and path.name in (BEST_POINTER, LAST_POINTER):
-        # A pointer file picks best or latest by name: `work_dir/last_checkpoint` means the latest.
+    if path.name in (BEST_POINTER, LAST_POINTER) and path.parent.is_dir() and not path.is_dir():
+        # A pointer file picks best or latest by name, and like a work dir falls back to the other: a run
+        # that never validated has no best_checkpoint.
         return resolve_checkpoint(path.parent, "best" if path.name == BEST_POINTER else "latest")
     if path.is_file():
         return path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from torchyard.operator.api import load_job
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))  # test helpers (operator_harness) import by module name
 GOLDEN = Path(__file__).parent / "golden"
 
 TRAIN = {

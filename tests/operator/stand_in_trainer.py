@@ -4,7 +4,8 @@ import os
 import sys
 
 keys = ["RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"]
-line = "stand-in " + " ".join(f"{key}={os.environ.get(key)}" for key in keys) + " ARGS=" + ",".join(sys.argv[1:])
+line = "stand-in " + " ".join(f"{key}={os.environ.get(key)}" for key in keys)
+line += " ARGS=" + ",".join(sys.argv[1:])
 # One write per line: unbuffered print() writes the newline separately, and the ranks share one stdout.
 sys.stdout.write(line + "\n")
 sys.stdout.flush()

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import stat
-import subprocess
-
 import pytest
 
-from torchyard.operator.command import Checkpoint, node_command, program_args, test_checkpoint
+from torchyard.operator.command import Checkpoint, program_args, test_checkpoint
 
 
 @pytest.mark.parametrize(
@@ -50,10 +46,12 @@ def test_test_args(test_job):
         "--work-dir",
         "/w",
         "--out",
-        "r.json",
+        "/w/r.json",
         "--cfg-options",
         "x=1",
     ]
+    absolute = test_job(out="/results/r.json")
+    assert program_args(absolute, "/w", test_checkpoint(absolute, None))[-1] == "/results/r.json"
 
 
 def test_command_runs_as_written(train_job):
@@ -61,15 +59,8 @@ def test_command_runs_as_written(train_job):
     assert program_args(train_job(config=None, command=command), "/w") == command
 
 
-def test_latest_follows_the_pointer_file(tmp_path):
-    """The sh wrapper pods use for `which: latest`, run for real with a stand-in torchrun."""
-    (tmp_path / "last_checkpoint").write_text("/runs/epoch_9.pth\n")
-    fake = tmp_path / "torchrun"
-    fake.write_text("#!/usr/bin/env python3\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
-    fake.chmod(stat.S_IRWXU)
-    checkpoint = Checkpoint(str(tmp_path), pointer=str(tmp_path / "last_checkpoint"))
-    argv = node_command(
-        [str(fake), "--nnodes=1"], ["-m", "m", "cfg", "@torchyard-checkpoint@", "--x", "a b"], checkpoint
-    )
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    assert json.loads(out) == ["--nnodes=1", "-m", "m", "cfg", "/runs/epoch_9.pth", "--x", "a b"]
+@pytest.mark.parametrize(("which", "pointer"), [("best", "best_checkpoint"), ("latest", "last_checkpoint")])
+def test_from_train_job_passes_the_pointer_file(test_job, which, pointer):
+    """torchyard-test follows the pointer file itself, so every backend passes the same plain path."""
+    job = test_job(checkpoint=None, fromTrainJob={"name": "digits-mlp", "which": which})
+    assert test_checkpoint(job, "/runs/digits-mlp/") == Checkpoint(f"/runs/digits-mlp/{pointer}")

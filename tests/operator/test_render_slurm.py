@@ -199,15 +199,13 @@ def test_hostile_test_job_strings_are_inert(base_test, tmp_path):
     assert argv[5:] == program_args(job, str(tmp_path / "work_dirs/digits-eval"), test_checkpoint(job, None))
 
 
-def test_latest_reads_the_pointer_file(repo, tmp_path):
+def test_latest_passes_the_pointer_file(repo, tmp_path):
     train, test = _load(repo, "trainjob.yaml"), _load(repo, "testjob.yaml")
     test.spec.from_train_job.which = "latest"
-    (tmp_path / "work_dirs/digits-mlp").mkdir(parents=True)
-    (tmp_path / "work_dirs/digits-mlp/last_checkpoint").write_text("/runs/digits-mlp/epoch_5.pth\n")
     argv = run_with_stubs(check_script(render_slurm(test, train), tmp_path), tmp_path)
     assert argv[5:9] == [
         "-m",
         "torchyard.trainer.test",
         "configs/digits_mlp.py",
-        "/runs/digits-mlp/epoch_5.pth",
+        "work_dirs/digits-mlp/last_checkpoint",
     ]

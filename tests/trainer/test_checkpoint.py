@@ -299,3 +299,11 @@ def test_resolve_without_a_checkpoint_says_so(tmp_path: Path, name: str) -> None
 
     with pytest.raises(CheckpointError, match=re.escape(str(tmp_path / name))):
         resolve_checkpoint(tmp_path / name)
+
+
+def test_a_missing_best_pointer_file_falls_back_to_the_latest_checkpoint(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path)
+    latest = manager.save({"x": torch.zeros(1)}, "epoch_1.pth")
+
+    assert resolve_checkpoint(tmp_path / "best_checkpoint") == latest
+    assert resolve_checkpoint(tmp_path / "last_checkpoint") == latest

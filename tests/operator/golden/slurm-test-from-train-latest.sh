@@ -21,11 +21,16 @@ work_dir=work_dirs/digits-mlp-test
 mkdir -p -- "$work_dir"
 work_dir="$(cd -- "$work_dir" && pwd)"
 
-# Node 0, the first host of the allocation, is the rendezvous master.
+# Node 0, the first host of the allocation, is the rendezvous master. A node name that does not
+# resolve (emulated or unlisted nodes) is replaced by the node's NodeAddr from slurm.conf.
 MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
+if ! getent hosts "$MASTER_ADDR" >/dev/null; then
+  node_addr="$(scontrol show node -o "$MASTER_ADDR" | sed -n 's/.*[[:space:]]NodeAddr=\([^[:space:]]*\).*/\1/p')" || true
+  MASTER_ADDR="${node_addr:-$MASTER_ADDR}"
+fi
 MASTER_PORT="${MASTER_PORT:-$((10000 + SLURM_JOB_ID % 20000))}"
 export MASTER_ADDR MASTER_PORT
-checkpoint="$(cat work_dirs/digits-mlp/last_checkpoint)"
+echo "torchyard: job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, master $MASTER_ADDR:$MASTER_PORT" >&2
 
 torchrun_args=(
   --nnodes=1 --nproc-per-node=2
@@ -33,26 +38,45 @@ torchrun_args=(
   -m
   torchyard.trainer.test
   configs/digits_mlp.py
-  "$checkpoint"
+  work_dirs/digits-mlp/last_checkpoint
   --launcher
   pytorch
   --work-dir
   "$work_dir"
   --out
-  results.json
+  "$work_dir"/results.json
 )
 
-# Near the time limit Slurm sends USR1 (see --signal): requeue; the next run resumes.
-requeue() {
-  echo "torchyard: time limit near, requeueing job $SLURM_JOB_ID" >&2
-  scontrol requeue "$SLURM_JOB_ID"
+# Near the time limit Slurm sends USR1 to this script only (--signal=B:...). Stop the trainers with
+# SIGTERM to every step but this one: torchrun forwards SIGTERM (USR1 would kill it), the trainers
+# save a checkpoint at the next step boundary and exit; then this script requeues the job below.
+stop_requested=0
+# shellcheck disable=SC2317  # called by the trap
+stop_trainers() {
+  stop_requested=1
+  echo "torchyard: USR1 (time limit near): stopping job $SLURM_JOB_ID at a checkpoint" >&2
+  scancel --signal=TERM "$SLURM_JOB_ID" || echo "torchyard: scancel --signal=TERM failed" >&2
 }
-trap requeue USR1
+trap stop_trainers USR1
 
 srun --nodes=1 --ntasks-per-node=1 bash -c 'exec torchrun --node-rank="$SLURM_NODEID" "$@"' torchrun "${torchrun_args[@]}" &
 srun_pid=$!
 # wait returns early when USR1 arrives; keep waiting until srun itself ends.
 while true; do
   status=0; wait "$srun_pid" || status=$?
-  if ! kill -0 "$srun_pid" 2>/dev/null; then exit "$status"; fi
+  if ! kill -0 "$srun_pid" 2>/dev/null; then break; fi
 done
+
+# Stopped at a checkpoint: requeue (this script is the one place that does); the next run resumes.
+max_requeues=3
+if [ "$stop_requested" = 1 ] && [ "$status" -ne 0 ]; then
+  requeues="${SLURM_RESTART_COUNT:-0}"
+  if [ "$requeues" -lt "$max_requeues" ]; then
+    echo "torchyard: requeueing job $SLURM_JOB_ID ($((requeues + 1)) of $max_requeues)" >&2
+    scontrol requeue "$SLURM_JOB_ID" && exit 0
+    echo "torchyard: scontrol requeue failed" >&2
+  else
+    echo "torchyard: stopped at a checkpoint; maxRequeues ($max_requeues) reached: no requeue" >&2
+  fi
+fi
+exit "$status"

@@ -1,0 +1,294 @@
+"""`torchyard slurm submit | status | cancel | logs | list`: run job files through sbatch (see cli.py).
+
+    torchyard slurm submit examples/trainjob.yaml            # prints the job id; --wait, --follow, --dry-run
+    torchyard slurm status digits-mlp                        # or a job id, or the job file
+    torchyard slurm logs -f digits-mlp
+    torchyard slurm cancel digits-mlp
+    torchyard slurm list
+
+Job ids go to stdout, everything else to stderr, so `id=$(torchyard slurm submit f.yaml)` works. Exit codes:
+0 done (with --wait: the job COMPLETED), 1 a Slurm error or a job that failed or cannot start, 2 a bad file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+
+from torchyard.operator.api import Job, TestJob
+from torchyard.operator.jobfile import find_train_job, load_jobs
+from torchyard.operator.render_slurm import render_slurm
+from torchyard.operator.slurm_bridge import (
+    SCRIPT,
+    Record,
+    Unschedulable,
+    find_record,
+    last_checkpoint,
+    last_metrics,
+    local_records,
+    log_paths,
+    read_record,
+    submit_job,
+    wait_for_job,
+)
+from torchyard.operator.slurm_client import SlurmClient, SlurmError
+from torchyard.operator.slurm_state import Observation, base_state, job_phase
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    slurm = commands.add_parser("slurm", help="submit job files to Slurm and follow them (sbatch, squeue)")
+    actions = slurm.add_subparsers(dest="slurm_command", required=True, metavar="ACTION")
+
+    submit = actions.add_parser("submit", help="render, sbatch and record every job in FILE; print job ids")
+    submit.add_argument("file", metavar="FILE")
+    submit.add_argument("--dry-run", action="store_true", help="print the sbatch script, submit nothing")
+    submit.add_argument(
+        "--wait", action="store_true", help="wait until the job finishes; exit 0 if COMPLETED"
+    )
+    submit.add_argument("--follow", action="store_true", help="like --wait, printing the job's output")
+    submit.add_argument(
+        "--train-job", type=Path, metavar="FILE", help="file with the TrainJob a TestJob's fromTrainJob names"
+    )
+    submit.set_defaults(func=_slurm(submit_command))
+
+    target_help = "job name, Slurm job id, or job file"
+    status = actions.add_parser("status", help="state, reason, nodes, elapsed, exit code, last checkpoint")
+    status.add_argument("target", metavar="NAME|ID", help=target_help)
+    status.set_defaults(func=_slurm(status_command))
+
+    cancel = actions.add_parser("cancel", help="scancel the job")
+    cancel.add_argument("target", metavar="NAME|ID", help=target_help)
+    cancel.set_defaults(func=_slurm(cancel_command))
+
+    logs = actions.add_parser("logs", help="print the job's output (stdout, then stderr)")
+    logs.add_argument("target", metavar="NAME|ID", help=target_help)
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job finishes")
+    logs.set_defaults(func=_slurm(logs_command))
+
+    listing = actions.add_parser(
+        "list", help="torchyard jobs: recorded under ./work_dirs and queued in Slurm"
+    )
+    listing.set_defaults(func=_slurm(list_command))
+
+
+def _slurm(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    @wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except SlurmError as err:
+            _say(args, str(err))
+            return 1
+
+    return run
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    print(f"torchyard slurm {args.slurm_command}: {message}", file=sys.stderr, flush=True)
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    jobs = load_jobs(args.file)
+    extra = load_jobs(args.train_job) if args.train_job else []
+    if args.dry_run:
+        for job in jobs:
+            sys.stdout.write(render_slurm(job, _train_job(job, jobs, extra)))
+        return 0
+    client = SlurmClient()
+    submitted: dict[str, str] = {}  # TrainJob name -> job id, for TestJobs later in the same file
+    records = []
+    for job in jobs:
+        after = None
+        if isinstance(job, TestJob) and job.spec.from_train_job is not None:
+            after = submitted.get(job.spec.from_train_job.name)
+        record = submit_job(job, _train_job(job, jobs, extra), client, after=after)
+        if job.kind == "TrainJob":
+            submitted[job.metadata.name] = record.job_id
+        records.append(record)
+        print(record.job_id, flush=True)
+        waits = f", after job {after} succeeds" if after else ""
+        logs = log_paths(record)[0]
+        _say(args, f"{job.kind} {job.metadata.name} is Slurm job {record.job_id}{waits}; logs: {logs}")
+        _check_startable(args, client, record)
+    if not (args.wait or args.follow):
+        return 0
+    code = 0
+    for record in records:
+        code = max(code, _wait(args, client, record, follow=args.follow))
+    return code
+
+
+def _train_job(job: Job, jobs: list[Job], extra: list[Job]):
+    if not isinstance(job, TestJob) or job.spec.from_train_job is None:
+        return None
+    name = job.spec.from_train_job.name
+    return find_train_job(jobs, name) or find_train_job(extra, name)
+
+
+def _check_startable(args: argparse.Namespace, client: SlurmClient, record: Record) -> None:
+    """A request that can never be met fails the submission at once (the job is cancelled)."""
+    info = client.show_job(record.job_id)
+    if info is not None and job_phase(info).unsatisfiable:
+        _cancel_unschedulable(client, record, job_phase(info).message)
+
+
+def _cancel_unschedulable(client: SlurmClient, record: Record, message: str) -> None:
+    client.cancel(record.job_id)
+    raise Unschedulable(f"{message}. Cancelled job {record.job_id}.")
+
+
+def _wait(args: argparse.Namespace, client: SlurmClient, record: Record, follow: bool) -> int:
+    def changed(info: dict[str, str], seen: Observation) -> None:
+        record.remember(info)
+        _say(args, f"job {record.job_id} {base_state(info.get('JobState', ''))}: {seen.message}")
+
+    tail = _Tail(record) if follow else None
+    try:
+        info = wait_for_job(client, record.job_id, changed, tick=tail.poll if tail else lambda: None)
+    except Unschedulable as err:
+        _cancel_unschedulable(client, record, str(err))
+    if tail:
+        tail.poll()
+    if info is None:
+        _say(args, f"job {record.job_id} finished; Slurm no longer reports its state")
+        return 1
+    return 0 if base_state(info.get("JobState", "")) == "COMPLETED" else 1
+
+
+class _Tail:
+    """Prints what the job's stdout/stderr files gained since the last poll."""
+
+    def __init__(self, record: Record) -> None:
+        self.files = list(zip(log_paths(record), (sys.stdout, sys.stderr), strict=True))
+        self.offsets = [0, 0]
+
+    def poll(self) -> None:
+        for i, (path, stream) in enumerate(self.files):
+            try:
+                with path.open("rb") as handle:
+                    handle.seek(self.offsets[i])
+                    data = handle.read()
+            except OSError:
+                continue
+            if data:
+                self.offsets[i] += len(data)
+                stream.write(data.decode(errors="replace"))
+                stream.flush()
+
+
+def _resolve(args: argparse.Namespace, client: SlurmClient) -> tuple[Record | None, str]:
+    record = find_record(args.target, client)
+    if record is not None:
+        return record, record.job_id
+    if args.target.isdigit():
+        return None, args.target
+    raise SlurmError(
+        f"no job {args.target!r}: no record in work_dirs/{args.target}/ and no such job in squeue; "
+        "pass the job id or the job file"
+    )
+
+
+def status_command(args: argparse.Namespace) -> int:
+    client = SlurmClient()
+    record, job_id = _resolve(args, client)
+    info = client.show_job(job_id)
+    if info is None and record is None:
+        raise SlurmError(f"Slurm does not know job {job_id} (finished long ago, or never existed)")
+    rows: list[tuple[str, str]] = [("job", job_id + (f" ({record.kind} {record.name})" if record else ""))]
+    if info is not None:
+        if record is not None:
+            record.remember(info)
+        seen = job_phase(info)
+        rows += [
+            ("state", f"{base_state(info.get('JobState', ''))} -> {seen.phase.value} ({seen.reason})"),
+            ("reason", info.get("Reason", "")),
+            ("message", seen.message),
+            ("nodes", info.get("NodeList") or "(none yet)"),
+            ("elapsed", info.get("RunTime", "")),
+            ("time limit", info.get("TimeLimit", "")),
+            ("exit code", info.get("ExitCode", "")),
+            ("restarts", info.get("Restarts", "0")),
+        ]
+    else:
+        rows += [
+            ("state", f"{record.last_state or 'unknown'} (last seen; Slurm has forgotten the job)"),
+            ("exit code", record.exit_code or "unknown"),
+        ]
+    if record is not None:
+        metrics = last_metrics(record.work_dir)
+        rows += [
+            ("checkpoint", last_checkpoint(record.work_dir) or "(none yet)"),
+            ("metrics", "  ".join(f"{k}: {v:.4g}" for k, v in metrics.items()) or "(none yet)"),
+            ("work dir", record.work_dir),
+            ("logs", str(log_paths(record, job_id)[0])),
+        ]
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def cancel_command(args: argparse.Namespace) -> int:
+    client = SlurmClient()
+    record, job_id = _resolve(args, client)
+    client.cancel(job_id)
+    name = f" ({record.kind} {record.name})" if record else ""
+    _say(args, f"cancelled job {job_id}{name}")
+    return 0
+
+
+def logs_command(args: argparse.Namespace) -> int:
+    client = SlurmClient()
+    record, job_id = _resolve(args, client)
+    if record is None:
+        info = client.show_job(job_id) or {}
+        script = Path(info.get("Command", ""))
+        record = read_record(script.parent) if script.name == SCRIPT else None
+        if record is None:
+            raise SlurmError(
+                f"job {job_id} was not submitted by torchyard; see its StdOut in scontrol show job"
+            )
+    tail = _Tail(record)
+    tail.files = list(zip(log_paths(record, job_id), (sys.stdout, sys.stderr), strict=True))
+    tail.poll()
+    if args.follow:
+        wait_for_job(client, job_id, tick=tail.poll)
+        tail.poll()
+    return 0
+
+
+def list_command(args: argparse.Namespace) -> int:
+    client = SlurmClient()
+    records = {r.job_id: r for r in local_records()}
+    queued = {row["JobId"]: row for row in client.jobs() if Path(row.get("Command", "")).name == SCRIPT}
+    for job_id, row in queued.items():
+        if job_id not in records:
+            found = read_record(Path(row["Command"]).parent)
+            if found is not None and found.job_id == job_id:
+                records[job_id] = found
+    header = ("JOBID", "KIND", "NAME", "STATE", "REASON", "ELAPSED", "NODES", "WORK DIR")
+    rows = [header]
+    for job_id, record in sorted(records.items(), key=lambda item: int(item[0])):
+        row = queued.get(job_id)
+        state = row["JobState"] if row else (record.last_state or "?") + "*"
+        rows.append(
+            (
+                job_id,
+                record.kind,
+                record.name,
+                state,
+                row["Reason"] if row else record.last_reason,
+                row["RunTime"] if row else "",
+                row["NodeList"] if row else "",
+                record.work_dir,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        print("  ".join(value.ljust(width) for value, width in zip(r, widths, strict=True)).rstrip())
+    if any(not queued.get(job_id) for job_id in records):
+        print("* last state seen; Slurm no longer lists the job", file=sys.stderr)
+    return 0

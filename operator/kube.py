@@ -1,0 +1,142 @@
+"""A small async Kubernetes API client over aiohttp, shared by the operator and `torchyard dev-cluster`.
+
+kopf watches and indexes; this client writes (create, merge-patch, delete) and, for the dev-cluster
+runner, lists and watches pods. It authenticates with the same `kopf.ConnectionInfo` kopf logs in with,
+so both always talk to the same API server as the same user.
+
+    api = KubeApi(info)
+    await api.create(resource_path("v1", "pods", "ns"), pod)
+    await api.patch(resource_path("torchyard.dev/v1alpha1", "trainjobs", "ns", "x", "status"), {"status": {}})
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import kopf
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class ApiError(Exception):
+    """The API server answered with an error; `reason` is Kubernetes' (NotFound, AlreadyExists, ...)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status, self.reason, self.message = status, reason, message
+
+
+def resource_path(
+    api_version: str,
+    plural: str,
+    namespace: str | None = None,
+    name: str | None = None,
+    sub: str | None = None,
+) -> str:
+    """/api/v1/namespaces/ns/pods/name[/status] or /apis/group/version/...; no namespace: cluster-wide."""
+    parts = ["api" if "/" not in api_version else "apis", api_version]
+    if namespace:
+        parts += ["namespaces", namespace]
+    parts.append(plural)
+    parts += [name] if name else []
+    parts += [sub] if sub else []
+    return "/" + "/".join(parts)
+
+
+class KubeApi:
+    """One aiohttp session to the API server; create it once (at operator startup), close it at cleanup."""
+
+    def __init__(self, info: kopf.ConnectionInfo) -> None:
+        self.server = info.server.rstrip("/")
+        headers = {"Accept": "application/json"}
+        if info.token:
+            headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
+        auth = aiohttp.BasicAuth(info.username, info.password or "") if info.username else None
+        self._session = aiohttp.ClientSession(
+            headers=headers,
+            auth=auth,
+            connector=aiohttp.TCPConnector(ssl=_ssl_context(info), limit=64),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json", **params: Any
+    ) -> dict[str, Any]:
+        data = None if body is None else json.dumps(body)
+        headers = {"Content-Type": content_type} if body is not None else {}
+        query = {key: str(value) for key, value in params.items() if value is not None}
+        async with self._session.request(
+            method, self.server + path, data=data, headers=headers, params=query, timeout=30
+        ) as response:
+            payload = await response.json(content_type=None) if response.content_length != 0 else {}
+            if response.status >= 400:
+                payload = payload if isinstance(payload, dict) else {}
+                raise ApiError(response.status, payload.get("reason", ""), payload.get("message", ""))
+            return payload or {}
+
+    async def get(self, path: str) -> dict[str, Any]:
+        return await self.request("GET", path)
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.request("POST", path, body)
+
+    async def patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.request("PATCH", path, body, content_type=MERGE_PATCH)
+
+    async def delete(self, path: str, grace_seconds: int | None = None) -> bool:
+        """Delete (background propagation); False when it was already gone."""
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
+        try:
+            await self.request("DELETE", path, body, gracePeriodSeconds=grace_seconds)
+        except ApiError as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+    async def watch(self, path: str, resource_version: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Watch events ({type, object}) of a collection until the server ends the stream."""
+        params = {"watch": "true", "allowWatchBookmarks": "true"}
+        if resource_version and resource_version != "...":
+            params["resourceVersion"] = resource_version
+        async with self._session.get(self.server + path, params=params) as response:
+            if response.status >= 400:
+                raise ApiError(response.status, response.reason or "", await response.text())
+            async for line in response.content:
+                if line.strip():
+                    yield json.loads(line)
+
+
+def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
+    if not info.server.startswith("https"):
+        return False
+    if info.insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        ca_data = base64.b64decode(info.ca_data).decode() if info.ca_data else None
+        context = ssl.create_default_context(cafile=info.ca_path, cadata=ca_data)
+    certificate, key = info.certificate_path, info.private_key_path
+    if info.certificate_data and info.private_key_data:
+        certificate, key = _temp_file(info.certificate_data), _temp_file(info.private_key_data)
+    if certificate:
+        context.load_cert_chain(certificate, key)
+    return context
+
+
+def _temp_file(data: bytes | str) -> str:
+    with tempfile.NamedTemporaryFile("wb", delete=False, suffix=".pem") as file:
+        file.write(base64.b64decode(data))
+    return file.name

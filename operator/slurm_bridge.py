@@ -1,0 +1,229 @@
+"""The Slurm bridge: submit a TrainJob/TestJob through sbatch and find it again, from any login node.
+
+Submitting renders the script (render_slurm), creates the work dir (Slurm opens --output there before the
+script runs), writes the script next to the checkpoints as `torchyard.sbatch`, calls sbatch and leaves a
+record `torchyard-slurm.json` (name, kind, job id, previous ids) in the work dir: on a shared filesystem
+every login node finds the job by name. `torchyard slurm ...` (cli_slurm.py) and the operator's Slurm
+mode both use these functions with a SlurmClient.
+
+    record = submit_job(job, train_job=None, client=SlurmClient())
+    info = client.show_job(record.job_id); observed = job_phase(info)
+    found = find_record("digits-mlp")          # the record in work_dirs/digits-mlp, or None
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from torchyard.operator.api import Job
+from torchyard.operator.command import POINTERS, work_dir_path
+from torchyard.operator.render_slurm import render_slurm
+from torchyard.operator.slurm_client import SlurmClient, SlurmError
+from torchyard.operator.slurm_state import Observation, job_phase
+
+RECORD = "torchyard-slurm.json"
+SCRIPT = "torchyard.sbatch"
+DEFAULT_WORK_DIRS = "work_dirs"  # where work_dir_path puts jobs without workDir.path
+
+
+@dataclass
+class Record:
+    """What a login node needs to find a submitted job again; stored as JSON in the job's work dir."""
+
+    name: str
+    kind: str
+    job_id: str
+    work_dir: str  # absolute
+    submit_dir: str
+    script: str
+    submitted_at: str
+    previous_job_ids: list[str] = field(default_factory=list)
+    last_state: str = ""  # the last state seen (Slurm forgets finished jobs after MinJobAge)
+    last_reason: str = ""
+    exit_code: str = ""
+
+    def save(self) -> None:
+        path = Path(self.work_dir) / RECORD
+        temp = path.with_name(f".{RECORD}.{os.getpid()}.tmp")
+        temp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        temp.replace(path)
+
+    def remember(self, info: Mapping[str, str]) -> None:
+        """Keep the last observed state, so status works after Slurm has forgotten the job."""
+        seen = (info.get("JobState", ""), info.get("Reason", ""), info.get("ExitCode", ""))
+        if seen != (self.last_state, self.last_reason, self.exit_code):
+            self.last_state, self.last_reason, self.exit_code = seen
+            with contextlib.suppress(OSError):  # a read-only work dir must not break `status`
+                self.save()
+
+
+def read_record(work_dir: str | Path) -> Record | None:
+    path = Path(work_dir) / RECORD
+    try:
+        data = json.loads(path.read_text())
+        return Record(**data)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as err:
+        raise SlurmError(
+            f"{path} is not a torchyard Slurm record ({err}); delete it and submit again"
+        ) from None
+
+
+def submit_env(job: Job, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """sbatch exports this environment to the job. Without pythonEnv or a container the job runs with the
+    Python environment torchyard runs from: its bin/ (torchrun, torchyard) goes first on PATH."""
+    env = dict(os.environ if environ is None else environ)
+    slurm = job.spec.slurm
+    if slurm.python_env is None and slurm.container is None:
+        here = str(Path(sys.executable).parent)
+        if here not in env.get("PATH", "").split(os.pathsep):
+            env["PATH"] = os.pathsep.join(filter(None, [here, env.get("PATH", "")]))
+    return env
+
+
+def submit_job(
+    job: Job,
+    train_job: Job | None = None,
+    client: SlurmClient | None = None,
+    cwd: str | Path | None = None,
+    after: str | None = None,
+) -> Record:
+    """Render, create the work dir, sbatch, record; `after` is a job id this one waits for (afterok)."""
+    client = client or SlurmClient()
+    cwd = Path(cwd or Path.cwd()).resolve()
+    script = render_slurm(job, train_job)  # RenderError before anything is written
+    work_dir = (cwd / work_dir_path(job)).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    script_path = work_dir / SCRIPT
+    script_path.write_text(script)
+    options = [f"--dependency=afterok:{after}"] if after else []
+    job_id = client.sbatch(script_path, cwd=cwd, options=options, env=submit_env(job, client.env))
+    previous = read_record(work_dir)
+    record = Record(
+        name=job.metadata.name,
+        kind=job.kind,
+        job_id=job_id,
+        work_dir=str(work_dir),
+        submit_dir=str(cwd),
+        script=str(script_path),
+        submitted_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        previous_job_ids=[*previous.previous_job_ids, previous.job_id] if previous else [],
+    )
+    record.save()
+    return record
+
+
+def find_record(
+    target: str, client: SlurmClient | None = None, cwd: str | Path | None = None
+) -> Record | None:
+    """The record for a job name, a job id, or a job file (its work dir); None when nothing matches."""
+    cwd = Path(cwd or Path.cwd())
+    path = cwd / target
+    if target.endswith((".yaml", ".yml")) and path.is_file():
+        from torchyard.operator.jobfile import load_jobs
+
+        jobs = load_jobs(path)
+        return next((r for r in (read_record(cwd / work_dir_path(j)) for j in jobs) if r), None)
+    if not target.isdigit():
+        found = read_record(cwd / DEFAULT_WORK_DIRS / target)
+        if found:
+            return found
+        named = [r for r in local_records(cwd) if r.name == target]
+        if named:
+            return max(named, key=lambda r: int(r.job_id))
+    # a job id, or a name whose work dir is elsewhere: ask Slurm where the job's script lives
+    client = client or SlurmClient()
+    rows = client.jobs(name=None if target.isdigit() else target)
+    for row in reversed(rows):
+        if target.isdigit() and row["JobId"] != target:
+            continue
+        script = Path(row.get("Command", ""))
+        if script.name == SCRIPT:
+            found = read_record(script.parent)
+            if found:
+                return found
+    return None
+
+
+def local_records(cwd: str | Path | None = None) -> list[Record]:
+    """Records under ./work_dirs/*/ (the default work dirs), oldest job first."""
+    root = Path(cwd or Path.cwd()) / DEFAULT_WORK_DIRS
+    found = [read_record(p.parent) for p in root.glob(f"*/{RECORD}")]
+    return sorted((r for r in found if r), key=lambda r: int(r.job_id))
+
+
+def last_checkpoint(work_dir: str | Path) -> str | None:
+    """The checkpoint the trainer's `last_checkpoint` pointer names, if any."""
+    try:
+        return (Path(work_dir) / POINTERS["latest"]).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def last_metrics(work_dir: str | Path) -> dict[str, float]:
+    """The last validation metrics the trainer logged to scalars.jsonl (empty when there are none)."""
+    metrics: dict[str, float] = {}
+    try:
+        lines = (Path(work_dir) / "scalars.jsonl").read_text().splitlines()
+    except OSError:
+        return metrics
+    for line in reversed(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if row.get("mode") == "val":
+            return {k: v for k, v in row.items() if k not in ("mode", "epoch", "iter")}
+    return metrics
+
+
+def log_paths(record: Record, job_id: str | None = None) -> list[Path]:
+    """The job's stdout and stderr files (the script's --output/--error)."""
+    job_id = job_id or record.job_id
+    return [Path(record.work_dir) / f"slurm-{job_id}.{ext}" for ext in ("out", "err")]
+
+
+class Unschedulable(SlurmError):
+    """The job is queued but can never start as written (e.g. PENDING with Reason=PartitionNodeLimit)."""
+
+
+def wait_for_job(
+    client: SlurmClient,
+    job_id: str,
+    on_change: Callable[[dict[str, str], Observation], None] = lambda info, seen: None,
+    poll_seconds: float = 1.0,
+    tick: Callable[[], None] = lambda: None,
+    timeout: float | None = None,
+) -> dict[str, str] | None:
+    """Poll until the job finishes; its last fields (None if Slurm forgot it). on_change hears every new
+    state/reason; an unsatisfiable request raises Unschedulable instead of waiting forever."""
+    last: tuple[str, str, str] | None = None
+    info: dict[str, str] | None = None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        current = client.show_job(job_id)
+        tick()
+        if current is None:
+            return info
+        info = current
+        seen = job_phase(info)
+        key = (info.get("JobState", ""), info.get("Reason", ""), info.get("Restarts", ""))
+        if key != last:
+            last = key
+            on_change(info, seen)
+        if seen.unsatisfiable:
+            raise Unschedulable(seen.message)
+        if seen.terminal:
+            return info
+        if deadline is not None and time.monotonic() > deadline:
+            raise SlurmError(f"Slurm job {job_id} did not finish within {timeout:g} s ({seen.message})")
+        time.sleep(poll_seconds)

@@ -1,0 +1,178 @@
+"""Slurm job states in torchyard's terms (pure): what `scontrol show job -o` says -> phase and condition.
+
+`torchyard slurm status` and the operator's Slurm mode both read a job this way, so a TrainJob shows the
+same phases (Pending, Running, Restarting, Succeeded, Failed, Suspended) whether it runs as pods or
+through sbatch. Nothing here runs a command; slurm_client.py does that.
+
+    info = parse_job_record(text)   # {'JobId': '7', 'JobState': 'PENDING', 'Reason': 'Resources', ...}
+    observed = job_phase(info)      # Observation(phase=Phase.PENDING, reason='WaitingForResources', ...)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from torchyard.operator.api import Phase
+
+# Condition reasons (CamelCase constants, as on the pod path).
+SUBMITTED = "Submitted"
+WAITING_FOR_RESOURCES = "WaitingForResources"
+QUEUED = "Queued"
+UNSCHEDULABLE = "Unschedulable"
+REQUEUED = "Requeued"
+RUNNING = "Running"
+COMPLETED = "Completed"
+FAILED = "Failed"
+CANCELLED = "Cancelled"
+TIME_LIMIT = "TimeLimit"
+PREEMPTED = "Preempted"
+NODE_FAILURE = "NodeFailure"
+OUT_OF_MEMORY = "OutOfMemory"
+SUSPENDED = "Suspended"
+UNKNOWN = "Unknown"
+
+# Condition types, as on the pod path.
+CONDITION_CREATED = "Created"
+CONDITION_RUNNING = "Running"
+CONDITION_RESTARTING = "Restarting"
+CONDITION_SUCCEEDED = "Succeeded"
+CONDITION_FAILED = "Failed"
+CONDITION_SUSPENDED = "Suspended"
+
+# Finished states: the job will not run again (a requeue shows as PENDING/REQUEUED, not as these).
+TERMINAL_STATES = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "PREEMPTED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "REVOKED",
+        "SPECIAL_EXIT",
+    }
+)
+# state -> (phase, condition type, reason)
+_STATES: dict[str, tuple[Phase, str, str]] = {
+    "PENDING": (Phase.PENDING, CONDITION_CREATED, QUEUED),
+    "CONFIGURING": (Phase.RUNNING, CONDITION_RUNNING, RUNNING),
+    "RUNNING": (Phase.RUNNING, CONDITION_RUNNING, RUNNING),
+    "COMPLETING": (Phase.RUNNING, CONDITION_RUNNING, RUNNING),
+    "SIGNALING": (Phase.RUNNING, CONDITION_RUNNING, RUNNING),
+    "STAGE_OUT": (Phase.RUNNING, CONDITION_RUNNING, RUNNING),
+    "RESIZING": (Phase.RUNNING, CONDITION_RUNNING, RUNNING),
+    "REQUEUED": (Phase.RESTARTING, CONDITION_RESTARTING, REQUEUED),
+    "REQUEUE_FED": (Phase.RESTARTING, CONDITION_RESTARTING, REQUEUED),
+    "REQUEUE_HOLD": (Phase.RESTARTING, CONDITION_RESTARTING, REQUEUED),
+    "RESV_DEL_HOLD": (Phase.PENDING, CONDITION_CREATED, QUEUED),
+    "SUSPENDED": (Phase.SUSPENDED, CONDITION_SUSPENDED, SUSPENDED),
+    "STOPPED": (Phase.SUSPENDED, CONDITION_SUSPENDED, SUSPENDED),
+    "COMPLETED": (Phase.SUCCEEDED, CONDITION_SUCCEEDED, COMPLETED),
+    "FAILED": (Phase.FAILED, CONDITION_FAILED, FAILED),
+    "CANCELLED": (Phase.FAILED, CONDITION_FAILED, CANCELLED),
+    "TIMEOUT": (Phase.FAILED, CONDITION_FAILED, TIME_LIMIT),
+    "DEADLINE": (Phase.FAILED, CONDITION_FAILED, TIME_LIMIT),
+    "PREEMPTED": (Phase.FAILED, CONDITION_FAILED, PREEMPTED),
+    "NODE_FAIL": (Phase.FAILED, CONDITION_FAILED, NODE_FAILURE),
+    "BOOT_FAIL": (Phase.FAILED, CONDITION_FAILED, NODE_FAILURE),
+    "OUT_OF_MEMORY": (Phase.FAILED, CONDITION_FAILED, OUT_OF_MEMORY),
+    "REVOKED": (Phase.FAILED, CONDITION_FAILED, CANCELLED),
+    "SPECIAL_EXIT": (Phase.FAILED, CONDITION_FAILED, FAILED),
+}
+# Pending reasons meaning "busy, wait": shown as such, never as a hang.
+BUSY_REASONS = frozenset({"Resources", "Priority", "Dependency", "BeginTime", "None", "JobArrayTaskLimit"})
+# Pending reasons meaning the request cannot be met as written: no amount of waiting helps.
+UNSATISFIABLE_REASONS: dict[str, str] = {
+    "PartitionNodeLimit": "more nodes than the partition allows or has (spec.nodes)",
+    "PartitionTimeLimit": "a time limit above the partition's MaxTime (spec.slurm.time)",
+    "BadConstraints": "resources no node has (spec.resources, gpusPerNode, slurm.extraArgs)",
+    "PartitionConfig": "what the partition's limits reject (e.g. more nodes than it has: spec.nodes)",
+    "InvalidAccount": "an account that does not exist or you may not use (spec.slurm.account)",
+    "InvalidQOS": "a QOS that does not exist or you may not use (spec.slurm.qos)",
+    "QOSMaxNodePerJobLimit": "more nodes than the QOS allows (spec.nodes)",
+    "QOSMaxWallDurationPerJobLimit": "a longer time limit than the QOS allows (spec.slurm.time)",
+    "AssocMaxNodesPerJobLimit": "more nodes than your association allows (spec.nodes)",
+    "AssocMaxWallDurationPerJobLimit": "a longer time limit than your association allows (spec.slurm.time)",
+    "DependencyNeverSatisfied": "a dependency that failed (the job it waits for did not succeed)",
+}
+
+_KEY = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_/:]*)=")
+
+
+def parse_job_record(text: str) -> dict[str, str]:
+    """One `scontrol show job -o` line as {key: value}; values may hold spaces (Command=, Comment=)."""
+    text = text.strip()
+    matches = list(_KEY.finditer(text))
+    fields = {}
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        fields[match.group(1)] = text[match.end() : end].strip()
+    return fields
+
+
+def base_state(state: str) -> str:
+    """'CANCELLED by 0' -> 'CANCELLED', 'RUNNING+COMPLETING' -> 'RUNNING'."""
+    return state.split()[0].split("+")[0] if state.strip() else ""
+
+
+def is_terminal(state: str) -> bool:
+    return base_state(state) in TERMINAL_STATES
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a Slurm job's state means for a TrainJob/TestJob: the phase and the condition to set."""
+
+    phase: Phase
+    condition_type: str
+    reason: str
+    message: str
+    terminal: bool = False
+    unsatisfiable: bool = False
+
+
+def job_phase(info: dict[str, str]) -> Observation:
+    """Phase and condition of a job from its `scontrol show job` fields (JobState, Reason, Restarts...)."""
+    state = base_state(info.get("JobState", ""))
+    reason = info.get("Reason", "None")
+    restarts = int(info.get("Restarts", "0") or 0)
+    job = f"Slurm job {info.get('JobId', '?')}"
+    if state not in _STATES:
+        return Observation(Phase.PENDING, CONDITION_CREATED, UNKNOWN, f"{job} is in state {state or '?'}")
+    phase, condition, constant = _STATES[state]
+    if state == "PENDING":
+        if reason in UNSATISFIABLE_REASONS:
+            return Observation(
+                Phase.PENDING,
+                CONDITION_CREATED,
+                UNSCHEDULABLE,
+                f"{job} cannot start ({reason}): it asks for {UNSATISFIABLE_REASONS[reason]}; "
+                "fix the spec, cancel the job and submit again",
+                unsatisfiable=True,
+            )
+        if restarts:
+            phase, condition, constant = Phase.RESTARTING, CONDITION_RESTARTING, REQUEUED
+            return Observation(
+                phase, condition, constant, f"{job} was requeued ({restarts}x) and waits to start ({reason})"
+            )
+        if reason == "Resources":
+            return Observation(
+                phase, condition, WAITING_FOR_RESOURCES, f"{job} waits for free nodes (Reason=Resources)"
+            )
+        return Observation(phase, condition, constant, f"{job} is queued (Reason={reason})")
+    exit_code = info.get("ExitCode", "")
+    details = {
+        "RUNNING": f"on {info.get('NodeList', '?')} for {info.get('RunTime', '?')}",
+        "COMPLETED": f"after {info.get('RunTime', '?')}",
+        "TIMEOUT": f"hit its time limit {info.get('TimeLimit', '?')}",
+        "OUT_OF_MEMORY": "ran out of memory (raise spec.resources memory)",
+        "NODE_FAIL": f"lost a node ({info.get('NodeList', '?')})",
+    }.get(state, f"exit code {exit_code}" if exit_code else "")
+    message = f"{job} {state}" + (f": {details}" if details else "")
+    if phase is Phase.FAILED and reason not in ("None", ""):
+        message += f" (Reason={reason})"
+    return Observation(phase, condition, constant, message, terminal=state in TERMINAL_STATES)

@@ -1,0 +1,293 @@
+"""Scenarios: kopf running the operator in-process against the API emulator, pods driven by a fake kubelet."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+
+import pytest
+from operator_harness import NS, running_cluster, running_operator, termination, train_job
+
+from torchyard.operator.kube import resource_path
+
+pytestmark = pytest.mark.asyncio
+NODES = ["digits-mlp-node-0", "digits-mlp-node-1"]
+
+
+def cond(status: dict, type_: str) -> dict:
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
+
+
+async def succeed_all(cluster, attempt: int = 0, **details) -> None:
+    await cluster.running_pods(NODES, attempt)
+    await cluster.kubelet.finish(NODES[1], 0)
+    await cluster.kubelet.finish(NODES[0], 0, termination(**details))
+
+
+async def test_success_copies_the_termination_message_into_status():
+    async with running_cluster() as cluster, running_operator(cluster):
+        await cluster.create(train_job())
+        await cluster.wait_phase("TrainJob", "digits-mlp", "Running")
+        service = await cluster.api.get(resource_path("v1", "services", NS, "digits-mlp"))
+        assert service["metadata"]["ownerReferences"][0]["kind"] == "TrainJob"
+        await succeed_all(
+            cluster, metrics={"accuracy/top1": 97.7}, epoch=5, lastCheckpoint="/work_dir/epoch_5.pth"
+        )
+        status = await cluster.wait_phase("TrainJob", "digits-mlp", "Succeeded")
+        assert status["metrics"] == {"accuracy/top1": 97.7} and status["epoch"] == 5
+        assert status["startTime"] and status["completionTime"] and status["restarts"] == 0
+        pods = await cluster.pods()
+        assert sorted(pods) == NODES  # exited pods stay, so their logs can be read
+        assert cluster.kubelet.created == NODES
+
+
+async def test_one_pod_fails_whole_gang_restarts_then_succeeds():
+    async with running_cluster() as cluster, running_operator(cluster):
+        await cluster.create(train_job())
+        await cluster.running_pods(NODES)
+        await cluster.kubelet.finish(NODES[1], 137)  # killed, no report: the operator waits a moment
+        status = await cluster.wait_status("TrainJob", "digits-mlp", lambda s: s.get("restarts") == 1)
+        assert cond(status, "Restarting")["reason"] == "PodFailed"
+        assert "node 1 (pod digits-mlp-node-1) exited with code 137" in cond(status, "Restarting")["message"]
+        await succeed_all(cluster, attempt=1)
+        status = await cluster.wait_phase("TrainJob", "digits-mlp", "Succeeded")
+        assert status["restarts"] == 1 and cond(status, "Restarting")["status"] == "False"
+        assert sorted(cluster.kubelet.created) == sorted(NODES * 2)  # each pod once per attempt
+
+
+async def test_backoff_exhausted_fails_and_stops_pods():
+    report = termination("failed", 1, reason="RuntimeError", message="NaN loss", retryable=True)
+    async with running_cluster() as cluster, running_operator(cluster):
+        await cluster.create(train_job(backoffLimit=1))
+        await cluster.running_pods(NODES)
+        await cluster.kubelet.finish(NODES[0], 1, report)
+        await cluster.running_pods(NODES, attempt=1)
+        await cluster.kubelet.finish(NODES[0], 1, report)
+        status = await cluster.wait_phase("TrainJob", "digits-mlp", "Failed")
+        failed = cond(status, "Failed")
+        assert failed["reason"] == "BackoffLimitExceeded" and "NaN loss" in failed["message"]
+        pods = await cluster.wait_pods(lambda p: list(p) == [NODES[0]], what="node 1 stopped")
+        assert pods[NODES[0]]["status"]["phase"] == "Failed"
+        await asyncio.sleep(0.5)
+        assert (await cluster.job("TrainJob", "digits-mlp"))["status"]["restarts"] == 1  # no loop
+
+
+async def test_non_retryable_exit_fails_at_once_with_the_message():
+    report = termination("failed", 3, reason="ConfigError", message="unknown key model.typo", retryable=False)
+    async with running_cluster() as cluster, running_operator(cluster):
+        await cluster.create(train_job())
+        await cluster.running_pods(NODES)
+        await cluster.kubelet.finish(NODES[1], 1)
+        await cluster.kubelet.finish(NODES[0], 1, report)
+        status = await cluster.wait_phase("TrainJob", "digits-mlp", "Failed")
+        assert status["restarts"] == 0 and cond(status, "Failed")["reason"] == "NonRetryableError"
+        assert "ConfigError: unknown key model.typo" in cond(status, "Failed")["message"]
+
+
+async def test_suspend_and_resume():
+    async with running_cluster() as cluster, running_operator(cluster):
+        await cluster.create(train_job())
+        await cluster.running_pods(NODES)
+        await cluster.patch_spec("TrainJob", "digits-mlp", suspend=True)
+        status = await cluster.wait_phase("TrainJob", "digits-mlp", "Suspended")
+        assert cond(status, "Suspended")["status"] == "True"
+        await cluster.wait_pods(lambda p: not p, what="pods stopped")
+        await cluster.patch_spec("TrainJob", "digits-mlp", suspend=False)
+        await cluster.running_pods(NODES)
+        status = await cluster.wait_phase("TrainJob", "digits-mlp", "Running")
+        assert cond(status, "Suspended")["reason"] == "Resumed" and status["restarts"] == 0
+
+
+async def test_active_deadline():
+    async with running_cluster() as cluster, running_operator(cluster):
+        await cluster.create(train_job(activeDeadlineSeconds=1))
+        await cluster.running_pods(NODES)
+        status = await cluster.wait_phase("TrainJob", "digits-mlp", "Failed", timeout=10)
+        assert cond(status, "Failed")["reason"] == "DeadlineExceeded"
+        await cluster.wait_pods(lambda p: not p, what="pods stopped")
+
+
+async def test_ttl_deletes_the_job_once_and_it_is_not_recreated():
+    async with running_cluster() as cluster, running_operator(cluster):
+        await cluster.create(train_job(ttlSecondsAfterFinished=1))
+        await succeed_all(cluster)
+        await cluster.wait_phase("TrainJob", "digits-mlp", "Succeeded")
+        await cluster.wait(lambda: _gone(cluster), timeout=10, what="job deleted")
+        await cluster.wait_pods(lambda p: not p, what="pods deleted")
+        await asyncio.sleep(1)
+        assert await cluster.job("TrainJob", "digits-mlp") is None and not await cluster.pods()
+        assert cluster.emulator.writes["DELETE", "trainjobs", NS, "digits-mlp"] == 1
+
+
+async def _gone(cluster) -> bool:
+    return await cluster.job("TrainJob", "digits-mlp") is None
+
+
+async def test_operator_restarted_mid_job_no_duplicates_nothing_lost():
+    async with running_cluster() as cluster:
+        async with running_operator(cluster):
+            await cluster.create(train_job())
+            await cluster.running_pods(NODES)
+            await cluster.kubelet.finish(NODES[1], 137)
+            await cluster.wait_status("TrainJob", "digits-mlp", lambda s: s.get("restarts") == 1)
+        # operator down: the new attempt was (maybe) not created yet
+        async with running_operator(cluster):
+            await succeed_all(cluster, attempt=1)
+            status = await cluster.wait_phase("TrainJob", "digits-mlp", "Succeeded")
+            assert status["restarts"] == 1
+        assert sorted(cluster.kubelet.created) == sorted(NODES * 2)
+
+
+async def test_operator_restart_while_running_changes_nothing():
+    async with running_cluster() as cluster:
+        async with running_operator(cluster):
+            await cluster.create(train_job())
+            await cluster.wait_phase("TrainJob", "digits-mlp", "Running")
+        async with running_operator(cluster):
+            await asyncio.sleep(1)
+            await succeed_all(cluster)
+            status = await cluster.wait_phase("TrainJob", "digits-mlp", "Succeeded")
+        assert status["restarts"] == 0 and cluster.kubelet.created == NODES
+
+
+async def test_job_created_while_operator_down():
+    async with running_cluster() as cluster:
+        await cluster.create(train_job())
+        async with running_operator(cluster):
+            await succeed_all(cluster)
+            await cluster.wait_phase("TrainJob", "digits-mlp", "Succeeded")
+
+
+async def test_conflicting_child_is_reported_not_crashed():
+    async with running_cluster() as cluster, running_operator(cluster):
+        foreign = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": NODES[1]},
+            "spec": {"containers": [{"name": "x", "image": "busybox"}]},
+        }
+        await cluster.api.create(resource_path("v1", "pods", NS), foreign)
+        await cluster.create(train_job())
+        status = await cluster.wait_status(
+            "TrainJob", "digits-mlp", lambda s: cond(s, "Created").get("reason") == "ChildConflict"
+        )
+        assert "Pod digits-mlp-node-1 already exists" in cond(status, "Created")["message"]
+
+
+INVALID = [
+    ({"nodes": 0}, "spec.nodes"),
+    ({"nodes": "two"}, "spec.nodes"),
+    ({"procsPerNode": -1}, "spec.procsPerNode"),
+    ({"gpusPerNode": -2}, "spec.gpusPerNode"),
+    ({"config": None}, "spec.config"),
+    ({"image": ""}, "spec.image"),
+    ({"backoffLimit": -1}, "spec.backoffLimit"),
+    ({"activeDeadlineSeconds": 0}, "spec.activeDeadlineSeconds"),
+    ({"ttlSecondsAfterFinished": -5}, "spec.ttlSecondsAfterFinished"),
+    ({"cfgOptions": ["no-equals-sign"]}, "spec.cfgOptions[0]"),
+    ({"cfgOptions": ["a=1", "broken"]}, "spec.cfgOptions[1]"),
+    ({"resources": {"requests": {"cpu": "lots"}}}, "spec.resources.requests.cpu"),
+    ({"resources": {"limits": {"memory": "2Zi"}}}, "spec.resources.limits.memory"),
+    ({"resources": {"requests": {"nvidia.com/gpu": 1}}}, "spec.resources.requests.nvidia.com/gpu"),
+    ({"workDir": {"mountPath": "relative"}}, "spec.workDir.mountPath"),
+    ({"workDir": {"claimName": "Bad_Name"}}, "spec.workDir.claimName"),
+    ({"workDir": {"unknown": 1}}, "spec.workDir.unknown"),
+    ({"nodez": 2}, "spec.nodez"),
+    ({"masterPort": 70000}, "spec.masterPort"),
+    ({"masterPort": 0}, "spec.masterPort"),
+    ({"queueName": "bad queue"}, "spec.queueName"),
+    ({"schedulerName": "Bad"}, "spec.schedulerName"),
+    ({"nodeSelector": {"a": "x\ny"}}, "spec.nodeSelector.a"),
+    ({"imagePullSecrets": ["UPPER"]}, "spec.imagePullSecrets[0]"),
+    ({"suspend": "maybe"}, "spec.suspend"),
+    ({"seed": -1}, "spec.seed"),
+    ({"resume": ""}, "spec.resume"),
+    ({"amp": "yes please"}, "spec.amp"),
+    ({"procsPerNode": 4, "gpusPerNode": 2}, "spec.procsPerNode"),
+    ({"command": []}, "spec.command"),
+    ({"command": ["train.py"], "config": "x.py"}, "spec.config"),
+    ({"slurm": {"time": "forever"}}, "spec.slurm.time"),
+    ({"slurm": {"extraArgs": ["exclusive"]}}, "spec.slurm.extraArgs[0]"),
+    ({"slurm": {"partition": "a b"}}, "spec.slurm.partition"),
+    ({"slurm": {"signalSeconds": 5}}, "spec.slurm.signalSeconds"),
+    ({"slurm": {"time": "1", "signalSeconds": 60}}, "spec.slurm.signalSeconds"),
+    ({"tolerations": "none"}, "spec.tolerations"),
+    ({"image": "a\nb"}, "spec.image"),
+    ({"deterministic": [1]}, "spec.deterministic"),
+    ({"workDir": {"path": "a b"}}, "spec.workDir.path"),
+]
+
+
+async def test_invalid_objects_fail_with_the_field_path_and_get_no_pods():
+    assert len(INVALID) == 40
+    async with running_cluster() as cluster, running_operator(cluster):
+        for i, (spec, _) in enumerate(INVALID):
+            job = train_job(f"bad-{i}")
+            job["spec"].update(copy.deepcopy(spec))
+            await cluster.create(job)
+        for i, (_, path) in enumerate(INVALID):
+            status = await cluster.wait_phase("TrainJob", f"bad-{i}", "Failed")
+            failed = cond(status, "Failed")
+            assert failed["reason"] == "InvalidSpec" and path in failed["message"], (i, failed["message"])
+        assert not await cluster.pods() and cluster.kubelet.created == []
+
+
+async def test_test_job_waits_for_train_job_then_reports_metrics():
+    async with running_cluster() as cluster, running_operator(cluster):
+        test = {
+            "apiVersion": "torchyard.dev/v1alpha1",
+            "kind": "TestJob",
+            "metadata": {"name": "digits-eval", "namespace": NS},
+            "spec": {
+                "image": "torchyard/trainer:0.1.0",
+                "config": "configs/digits_mlp.py",
+                "fromTrainJob": {"name": "digits-mlp", "which": "latest"},
+            },
+        }
+        await cluster.create(test)
+        status = await cluster.wait_status(
+            "TestJob", "digits-eval", lambda s: cond(s, "Created").get("reason") == "WaitingForTrainJob"
+        )
+        await cluster.create(train_job(workDir={"claimName": "runs"}))
+        await succeed_all(cluster, lastCheckpoint="/work_dir/epoch_5.pth")
+        await cluster.wait_phase("TrainJob", "digits-mlp", "Succeeded")
+        pods = await cluster.running_pods(["digits-eval-node-0"])
+        command = pods["digits-eval-node-0"]["spec"]["containers"][0]["command"]
+        assert "/work_dir/last_checkpoint" in command
+        report = termination(metrics={"accuracy/top1": 97.2}, checkpoint="/work_dir/epoch_5.pth")
+        await cluster.kubelet.finish("digits-eval-node-0", 0, report)
+        status = await cluster.wait_phase("TestJob", "digits-eval", "Succeeded")
+        assert status["metrics"] == {"accuracy/top1": 97.2}
+        assert status["headlineMetric"] == "accuracy/top1: 97.2"
+
+
+async def test_deleting_a_job_deletes_its_pods():
+    async with running_cluster() as cluster, running_operator(cluster):
+        await cluster.create(train_job())
+        await cluster.running_pods(NODES)
+        await cluster.api.delete(resource_path("torchyard.dev/v1alpha1", "trainjobs", NS, "digits-mlp"))
+        await cluster.wait_pods(lambda p: not p, what="pods deleted")
+
+
+async def test_metrics_and_healthz():
+    import aiohttp
+
+    from torchyard.operator.kube import KubeApi  # noqa: F401  (the operator's client, used by the fixture)
+
+    async with running_cluster() as cluster, running_operator(cluster, metrics_port=0) as memo:
+        await cluster.create(train_job())
+        await succeed_all(cluster)
+        await cluster.wait_phase("TrainJob", "digits-mlp", "Succeeded")
+        site = next(iter(memo.metrics_runner.sites))
+        port = site._server.sockets[0].getsockname()[1]
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                assert response.status == 200
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                text = await response.text()
+        assert 'torchyard_jobs_succeeded_total{kind="TrainJob",namespace="default"} 1.0' in text
+        assert 'torchyard_jobs{kind="TrainJob",namespace="default",phase="Succeeded"} 1.0' in text
+        assert "torchyard_reconcile_duration_seconds_count" in text
+        events = (await cluster.api.get(resource_path("v1", "events", NS)))["items"]
+        reasons = [e["reason"] for e in events if e["involvedObject"]["name"] == "digits-mlp"]
+        assert reasons[:3] == ["PodsCreated", "AllNodesRunning", "Completed"]

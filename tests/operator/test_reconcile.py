@@ -1,0 +1,258 @@
+"""The operator's decisions, as pure functions: a job, its status and pods in; status and actions out."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+
+from torchyard.operator import status as st
+from torchyard.operator.reconcile import decide, rfc3339
+from torchyard.operator.status import PodState, Termination
+
+NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
+
+
+def pod(rank: int, phase: str = "Running", attempt: int = 0, **kw) -> PodState:
+    return PodState(f"digits-mlp-node-{rank}", "trainjob", "digits-mlp", rank, attempt, phase, **kw)
+
+
+def failed(
+    rank: int, code: int = 1, message: dict | None = None, attempt: int = 0, ago: float = 60
+) -> PodState:
+    finished = rfc3339(NOW - datetime.timedelta(seconds=ago))
+    term = Termination.parse(json.dumps(message)) if message else None
+    return pod(rank, "Failed", attempt, exit_code=code, finished_at=finished, termination=term)
+
+
+def cond(status: dict, type_: str) -> dict:
+    return st.condition(status["conditions"], type_) or {}
+
+
+def test_new_job_creates_service_and_all_pods(train_job):
+    d = decide(train_job(), {}, [], NOW)
+    kinds = [(m["kind"], m["metadata"]["name"]) for m in d.create]
+    assert kinds == [("Service", "digits-mlp"), ("Pod", "digits-mlp-node-0"), ("Pod", "digits-mlp-node-1")]
+    assert all(m["metadata"]["labels"][st.LABEL_ATTEMPT] == "0" for m in d.create[1:])
+    assert d.status["phase"] == "Pending" and d.status["startTime"] == rfc3339(NOW)
+    assert cond(d.status, st.CREATED)["reason"] == st.PODS_CREATED
+
+
+def test_all_running_then_all_succeeded(train_job):
+    d = decide(train_job(), {"phase": "Pending"}, [pod(0), pod(1)], NOW)
+    assert (d.status["phase"], d.status["active"], d.create, d.delete) == ("Running", 2, [], [])
+    message = json.dumps(
+        {
+            "status": "succeeded",
+            "exitCode": 0,
+            "metrics": {"accuracy/top1": 97.7},
+            "epoch": 5,
+            "lastCheckpoint": "/work_dir/epoch_5.pth",
+        }
+    )
+    done = [
+        pod(0, "Succeeded", exit_code=0, termination=Termination.parse(message)),
+        pod(1, "Succeeded", exit_code=0),
+    ]
+    d = decide(train_job(), d.status, done, NOW)
+    assert d.status["phase"] == "Succeeded" and d.status["completionTime"] == rfc3339(NOW)
+    assert d.status["metrics"] == {"accuracy/top1": 97.7} and d.status["epoch"] == 5
+    assert d.status["lastCheckpoint"] == "/work_dir/epoch_5.pth"
+    assert cond(d.status, st.SUCCEEDED)["reason"] == st.COMPLETED and d.delete == []  # logs stay
+
+
+def test_one_node_exited_zero_is_still_running(train_job):
+    d = decide(train_job(), {"phase": "Running"}, [pod(0, "Succeeded", exit_code=0), pod(1)], NOW)
+    assert d.status["phase"] == "Running"
+
+
+def test_failure_restarts_the_whole_gang(train_job):
+    report = {
+        "status": "failed",
+        "exitCode": 1,
+        "reason": "RuntimeError",
+        "message": "peer lost",
+        "retryable": True,
+    }
+    d = decide(train_job(), {"phase": "Running"}, [failed(0, message=report), pod(1)], NOW)
+    assert d.status["restarts"] == 1 and d.status["phase"] == "Restarting"
+    assert sorted(d.delete) == ["digits-mlp-node-0", "digits-mlp-node-1"] and d.create == []
+    restarting = cond(d.status, st.RESTARTING)
+    assert restarting["reason"] == st.POD_FAILED and "peer lost" in restarting["message"]
+    assert "restart 1 of 3" in restarting["message"]
+
+
+def test_new_attempt_waits_for_old_pods_then_creates(train_job):
+    status = {"phase": "Restarting", "restarts": 1}
+    d = decide(train_job(), status, [pod(1, deleting=True)], NOW)
+    assert d.create == [] and d.delete == [] and d.status["phase"] == "Restarting"
+    d = decide(train_job(), status, [], NOW)
+    assert [m["metadata"]["labels"][st.LABEL_ATTEMPT] for m in d.create[1:]] == ["1", "1"]
+    d = decide(train_job(), d.status, [pod(0, attempt=1), pod(1, attempt=1)], NOW)
+    assert d.status["phase"] == "Running" and cond(d.status, st.RESTARTING).get("status") != "True"
+
+
+def test_exited_pods_of_an_old_attempt_are_deleted(train_job):
+    d = decide(train_job(), {"phase": "Restarting", "restarts": 1}, [failed(0), pod(1, "Succeeded")], NOW)
+    assert sorted(d.delete) == ["digits-mlp-node-0", "digits-mlp-node-1"] and d.create == []
+
+
+def test_backoff_limit_exceeded_fails_and_stops_pods(train_job):
+    d = decide(
+        train_job(backoffLimit=2),
+        {"phase": "Running", "restarts": 2},
+        [failed(1, attempt=2), pod(0, attempt=2)],
+        NOW,
+    )
+    assert d.status["phase"] == "Failed" and d.status["restarts"] == 2
+    failed_cond = cond(d.status, st.FAILED)
+    assert failed_cond["reason"] == st.BACKOFF_LIMIT_EXCEEDED and "backoffLimit=2" in failed_cond["message"]
+    assert d.delete == ["digits-mlp-node-0"]  # the running one; the failed pod stays for its logs
+
+
+def test_non_retryable_fails_at_once_with_the_trainers_message(train_job):
+    report = {
+        "status": "failed",
+        "exitCode": 3,
+        "reason": "ConfigError",
+        "message": "model.typo: unknown key",
+        "retryable": False,
+    }
+    d = decide(train_job(), {"phase": "Running"}, [failed(0, 1, report), pod(1)], NOW)
+    assert d.status["phase"] == "Failed" and d.status["restarts"] == 0
+    message = cond(d.status, st.FAILED)["message"]
+    assert cond(d.status, st.FAILED)["reason"] == st.NON_RETRYABLE_ERROR
+    assert "ConfigError: model.typo: unknown key" in message
+    assert d.delete == ["digits-mlp-node-1"]
+
+
+def test_silent_failure_waits_briefly_for_rank_zero(train_job):
+    status = {"phase": "Running"}
+    d = decide(train_job(), status, [pod(0), failed(1, 137, ago=2)], NOW, report_grace=10)
+    assert d.status.get("restarts", 0) == 0 and d.delete == [] and d.requeue == pytest.approx(8)
+    d = decide(train_job(), status, [pod(0), failed(1, 137, ago=11)], NOW, report_grace=10)
+    assert d.status["restarts"] == 1
+
+
+def test_vanished_pod_of_a_running_attempt_restarts_the_gang(train_job):
+    d = decide(train_job(), {"phase": "Running"}, [pod(0)], NOW)
+    assert d.status["restarts"] == 1 and cond(d.status, st.RESTARTING)["reason"] == st.POD_LOST
+
+
+def test_missing_pod_of_a_pending_attempt_is_created(train_job):
+    d = decide(train_job(), {"phase": "Pending"}, [pod(0, "Pending")], NOW)
+    assert [m["metadata"]["name"] for m in d.create] == ["digits-mlp-node-1"]
+
+
+def test_suspend_stops_pods_and_resume_starts_again(train_job):
+    d = decide(train_job(suspend=True), {"phase": "Running", "startTime": "x"}, [pod(0), pod(1)], NOW)
+    assert d.status["phase"] == "Suspended" and sorted(d.delete) == ["digits-mlp-node-0", "digits-mlp-node-1"]
+    assert cond(d.status, st.SUSPENDED)["status"] == "True" and d.status["startTime"] is None
+    d = decide(train_job(), d.status, [], NOW)
+    assert cond(d.status, st.SUSPENDED)["reason"] == st.JOB_RESUMED and len(d.create) == 3
+
+
+def test_deadline(train_job):
+    start = rfc3339(NOW - datetime.timedelta(seconds=100))
+    d = decide(
+        train_job(activeDeadlineSeconds=60), {"phase": "Running", "startTime": start}, [pod(0), pod(1)], NOW
+    )
+    assert d.status["phase"] == "Failed" and cond(d.status, st.FAILED)["reason"] == st.DEADLINE_EXCEEDED
+    assert len(d.delete) == 2
+    d = decide(
+        train_job(activeDeadlineSeconds=160), {"phase": "Running", "startTime": start}, [pod(0), pod(1)], NOW
+    )
+    assert d.status["phase"] == "Running" and d.requeue == pytest.approx(60)
+
+
+def test_ttl_deletes_the_job_once_due(train_job):
+    done = {"phase": "Succeeded", "completionTime": rfc3339(NOW - datetime.timedelta(seconds=30))}
+    d = decide(train_job(ttlSecondsAfterFinished=100), done, [pod(0, "Succeeded")], NOW)
+    assert not d.delete_job and d.requeue == pytest.approx(70)
+    d = decide(train_job(ttlSecondsAfterFinished=10), done, [pod(0, "Succeeded")], NOW)
+    assert d.delete_job
+
+
+def test_finished_job_stops_leftover_pods_but_keeps_exited_ones(train_job):
+    d = decide(train_job(), {"phase": "Failed"}, [failed(0), pod(1)], NOW)
+    assert d.delete == ["digits-mlp-node-1"] and d.create == []
+
+
+def test_test_job_waits_for_its_train_job(test_job, train_job):
+    job = test_job(checkpoint=None, fromTrainJob={"name": "digits-mlp"})
+    d = decide(job, {}, [], NOW)
+    assert d.create == [] and cond(d.status, st.CREATED)["reason"] == st.WAITING_FOR_TRAIN_JOB
+    train = train_job(workDir={"claimName": "runs"})
+    d = decide(job, {}, [], NOW, train, {"phase": "Running"})
+    assert d.create == [] and "Running" in cond(d.status, st.CREATED)["message"]
+    d = decide(job, {}, [], NOW, train, {"phase": "Failed"})
+    assert d.status["phase"] == "Failed" and cond(d.status, st.FAILED)["reason"] == st.TRAIN_JOB_FAILED
+    d = decide(job, {}, [], NOW, train, {"phase": "Succeeded"})
+    args = d.create[1]["spec"]["containers"][0]["command"]
+    assert "/work_dir/best_checkpoint" in args
+
+
+def test_test_job_metrics_and_headline(test_job):
+    message = json.dumps(
+        {
+            "status": "succeeded",
+            "exitCode": 0,
+            "checkpoint": "/ckpt/best.pth",
+            "metrics": {"FID-Full-50k/fid": 3.65, "IS/is": 9.1},
+        }
+    )
+    pods = [
+        PodState(
+            "digits-eval-node-0",
+            "testjob",
+            "digits-eval",
+            0,
+            0,
+            "Succeeded",
+            exit_code=0,
+            termination=Termination.parse(message),
+        )
+    ]
+    d = decide(test_job(), {"phase": "Running"}, pods, NOW)
+    assert d.status["metrics"] == {"FID-Full-50k/fid": 3.65, "IS/is": 9.1}
+    assert (
+        d.status["headlineMetric"] == "FID-Full-50k/fid: 3.65" and d.status["checkpoint"] == "/ckpt/best.pth"
+    )
+
+
+def test_conditions_keep_their_transition_time():
+    conditions = st.set_condition([], "Running", "True", "A", "m", "t1")
+    conditions = st.set_condition(conditions, "Running", "True", "B", "m2", "t2")
+    assert conditions == [
+        {"type": "Running", "status": "True", "reason": "B", "message": "m2", "lastTransitionTime": "t1"}
+    ]
+    conditions = st.set_condition(conditions, "Running", "False", "C", "", "t3")
+    assert conditions[0]["lastTransitionTime"] == "t3"
+
+
+def test_termination_message_parsing():
+    assert Termination.parse("") is None
+    assert Termination.parse("Traceback ...\nKilled").message.endswith("Killed")  # log tail fallback
+    term = Termination.parse('{"status": "failed", "exitCode": 2, "retryable": false, "epoch": 3}')
+    assert (term.status, term.exit_code, term.retryable, term.details) == ("failed", 2, False, {"epoch": 3})
+
+
+def test_pod_state_from_a_pod_body(train_job):
+    from torchyard.operator.render_k8s import render_k8s
+
+    body = render_k8s(train_job())[2]
+    body["metadata"]["labels"][st.LABEL_ATTEMPT] = "2"
+    body["status"] = {
+        "phase": "Failed",
+        "containerStatuses": [{"state": {"terminated": {"exitCode": 137, "finishedAt": "t"}}}],
+    }
+    state = st.pod_state(body)
+    assert (state.rank, state.attempt, state.phase, state.exit_code, state.kind) == (
+        1,
+        2,
+        "Failed",
+        137,
+        "trainjob",
+    )
+    assert st.job_key(body) == ("default", "trainjob", "digits-mlp")

@@ -1,0 +1,153 @@
+"""The Slurm bridge without a cluster: state mapping, records, dry runs, missing sbatch, shellcheck."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from torchyard.operator.api import Phase
+from torchyard.operator.jobfile import load_jobs
+from torchyard.operator.render_slurm import render_slurm
+from torchyard.operator.slurm_bridge import RECORD, Record, find_record, last_checkpoint, read_record
+from torchyard.operator.slurm_state import (
+    CANCELLED,
+    COMPLETED,
+    NODE_FAILURE,
+    OUT_OF_MEMORY,
+    PREEMPTED,
+    QUEUED,
+    REQUEUED,
+    RUNNING,
+    TIME_LIMIT,
+    UNSCHEDULABLE,
+    WAITING_FOR_RESOURCES,
+    job_phase,
+    parse_job_record,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SCONTROL = (
+    "JobId=12 JobName=digits-mlp UserId=root(0) JobState=RUNNING Reason=None Dependency=(null) Requeue=1 "
+    "Restarts=0 BatchFlag=1 ExitCode=0:0 RunTime=00:00:05 TimeLimit=01:00:00 NodeList=n[1-2] "
+    "Command=/runs/my job/torchyard.sbatch WorkDir=/runs StdOut=/runs/work_dirs/x/slurm-12.out Power="
+)
+
+
+def test_parse_job_record_keeps_values_with_spaces():
+    info = parse_job_record(SCONTROL)
+    assert info["JobState"] == "RUNNING" and info["NodeList"] == "n[1-2]"
+    assert info["Command"] == "/runs/my job/torchyard.sbatch"
+    assert info["Power"] == ""
+
+
+@pytest.mark.parametrize(
+    ("state", "reason", "restarts", "phase", "constant"),
+    [
+        ("PENDING", "None", "0", Phase.PENDING, QUEUED),
+        ("PENDING", "Priority", "0", Phase.PENDING, QUEUED),
+        ("PENDING", "Resources", "0", Phase.PENDING, WAITING_FOR_RESOURCES),
+        ("PENDING", "PartitionNodeLimit", "0", Phase.PENDING, UNSCHEDULABLE),
+        ("PENDING", "BeginTime", "1", Phase.RESTARTING, REQUEUED),
+        ("REQUEUED", "None", "1", Phase.RESTARTING, REQUEUED),
+        ("RUNNING", "None", "0", Phase.RUNNING, RUNNING),
+        ("COMPLETING", "None", "0", Phase.RUNNING, RUNNING),
+        ("COMPLETED", "None", "0", Phase.SUCCEEDED, COMPLETED),
+        ("FAILED", "NonZeroExitCode", "0", Phase.FAILED, "Failed"),
+        ("CANCELLED by 0", "None", "0", Phase.FAILED, CANCELLED),
+        ("TIMEOUT", "TimeLimit", "0", Phase.FAILED, TIME_LIMIT),
+        ("PREEMPTED", "None", "0", Phase.FAILED, PREEMPTED),
+        ("NODE_FAIL", "None", "0", Phase.FAILED, NODE_FAILURE),
+        ("OUT_OF_MEMORY", "OutOfMemory", "0", Phase.FAILED, OUT_OF_MEMORY),
+        ("SUSPENDED", "None", "0", Phase.SUSPENDED, "Suspended"),
+    ],
+)
+def test_job_phase(state, reason, restarts, phase, constant):
+    seen = job_phase({"JobId": "7", "JobState": state, "Reason": reason, "Restarts": restarts})
+    assert (seen.phase, seen.reason) == (phase, constant)
+    assert seen.terminal == (phase in (Phase.FAILED, Phase.SUCCEEDED))
+    assert seen.unsatisfiable == (constant == UNSCHEDULABLE)
+    assert "7" in seen.message
+
+
+def test_unsatisfiable_message_names_the_field():
+    seen = job_phase({"JobId": "7", "JobState": "PENDING", "Reason": "PartitionNodeLimit"})
+    assert "spec.nodes" in seen.message and "cannot start" in seen.message
+
+
+def _record(work_dir: Path, job_id: str = "5", name: str = "digits-mlp") -> Record:
+    return Record(name, "TrainJob", job_id, str(work_dir), str(work_dir.parent), "s", "t")
+
+
+def test_record_round_trip_and_lookup_by_name_and_file(tmp_path):
+    work_dir = tmp_path / "work_dirs/digits-mlp"
+    work_dir.mkdir(parents=True)
+    _record(work_dir).save()
+    assert read_record(work_dir) == _record(work_dir)
+    assert find_record("digits-mlp", cwd=tmp_path).job_id == "5"
+    shutil.copy(REPO / "examples/trainjob.yaml", tmp_path / "trainjob.yaml")
+    assert find_record("trainjob.yaml", cwd=tmp_path).job_id == "5"
+    (work_dir / "last_checkpoint").write_text(f"{work_dir}/epoch_2.pth\n")
+    assert last_checkpoint(work_dir) == f"{work_dir}/epoch_2.pth"
+
+
+def test_remember_keeps_the_last_state(tmp_path):
+    record = _record(tmp_path)
+    record.save()
+    record.remember({"JobState": "COMPLETED", "Reason": "None", "ExitCode": "0:0"})
+    assert read_record(tmp_path).last_state == "COMPLETED"
+
+
+def test_a_broken_record_says_what_to_do(tmp_path):
+    (tmp_path / RECORD).write_text("{not json")
+    with pytest.raises(Exception, match="delete it and submit again"):
+        read_record(tmp_path)
+
+
+def _cli(*args, cwd, env=None):
+    torchyard = Path(sys.executable).with_name("torchyard")
+    return subprocess.run(
+        [str(torchyard), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_dry_run_prints_the_script_and_writes_nothing(tmp_path):
+    shutil.copy(REPO / "examples/trainjob.yaml", tmp_path / "trainjob.yaml")
+    result = _cli("slurm", "submit", "trainjob.yaml", "--dry-run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == render_slurm(load_jobs(tmp_path / "trainjob.yaml")[0])
+    assert not (tmp_path / "work_dirs").exists()
+
+
+def test_missing_sbatch_is_a_clear_error(tmp_path):
+    shutil.copy(REPO / "examples/trainjob.yaml", tmp_path / "trainjob.yaml")
+    result = _cli(
+        "slurm", "submit", "trainjob.yaml", cwd=tmp_path, env={**os.environ, "PATH": "/nonexistent"}
+    )
+    assert result.returncode == 1
+    assert "sbatch not found on PATH" in result.stderr and "slurm-client" in result.stderr
+
+
+def test_an_invalid_file_exits_2(tmp_path):
+    (tmp_path / "bad.yaml").write_text("kind: TrainJob\nmetadata: {name: x}\nspec: {nodes: 0}\n")
+    result = _cli("slurm", "submit", "bad.yaml", cwd=tmp_path)
+    assert result.returncode == 2 and "spec.nodes" in result.stderr
+
+
+SHELLCHECK = shutil.which("shellcheck")
+
+
+@pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck is not installed (apt-get install shellcheck)")
+@pytest.mark.parametrize("example", sorted(p.name for p in (REPO / "examples").glob("*.yaml")))
+def test_every_example_script_passes_shellcheck(example, tmp_path):
+    jobs = load_jobs(REPO / "examples" / example)
+    train_jobs = load_jobs(REPO / "examples/trainjob.yaml")
+    for i, job in enumerate(jobs):
+        path = tmp_path / f"{i}.sbatch"
+        path.write_text(render_slurm(job, train_jobs[0]))
+        result = subprocess.run([SHELLCHECK, "--severity=style", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout
