@@ -121,6 +121,8 @@ class JobController:
         self.expectations = Expectations()
         self.conflicts: list[str] = []
         self.errors = 0
+        # Set once the job itself is deleted: later wake-ups (its pods going) must not delete it again.
+        self.job_deleted = False
 
     @property
     def api(self) -> KubeApi:
@@ -131,7 +133,7 @@ class JobController:
         wake = self.state.wakeups.setdefault(self.key, asyncio.Event())
         self.state.metrics.observe_phase(self.kind, self.namespace, self.name, self.status.get("phase"))
         try:
-            while not stopped:
+            while not stopped and not self.job_deleted:
                 wake.clear()
                 started = time.perf_counter()
                 try:
@@ -174,6 +176,7 @@ class JobController:
             (kopf.warn if type_ == "Warning" else kopf.info)(self.body, reason=reason, message=message)
         if decision.delete_job:
             await self.delete_all(job_too=True)
+            self.job_deleted = True
             return None
         return decision.requeue
 
