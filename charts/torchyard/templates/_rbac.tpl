@@ -1,0 +1,60 @@
+{{/*
+The operator's permissions: exactly the API calls it makes, no more. tests/charts/test_rbac.py records
+every request the operator sends to an API emulator during a scenario in each watch mode and compares
+them with these rules both ways; change them only together with the operator's code.
+*/}}
+
+{{/* Rules in each served namespace (a Role there, or the ClusterRole when watching cluster-wide). */}}
+{{- define "torchyard.rbac.jobRules" -}}
+# the jobs: kopf lists and watches them and patches its finalizer; the operator writes status and
+# deletes a job whose ttlSecondsAfterFinished passed
+- apiGroups: [torchyard.dev]
+  resources: [trainjobs, testjobs]
+  verbs: [list, watch, patch, delete]
+- apiGroups: [torchyard.dev]
+  resources: [trainjobs/status, testjobs/status]
+  verbs: [patch]
+# the pods of the jobs: watched (an index by job), created per attempt, deleted on restart, suspension,
+# deadline or deletion of the job; read back when a create finds a pod of that name already there
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch, get, create, delete]
+# the headless Service of each job (the address of node 0)
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, create, delete]
+# events on the jobs (kopf.info/kopf.warn): PodsCreated, Restarting, Completed, ...
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end }}
+
+{{/* kopf peering in a namespace (the KopfPeering of that namespace). */}}
+{{- define "torchyard.rbac.peeringRules" -}}
+- apiGroups: [kopf.dev]
+  resources: [kopfpeerings]
+  verbs: [list, watch, patch]
+{{- end }}
+
+{{/* kopf peering across the cluster (the ClusterKopfPeering). */}}
+{{- define "torchyard.rbac.clusterPeeringRules" -}}
+- apiGroups: [kopf.dev]
+  resources: [clusterkopfpeerings]
+  verbs: [list, watch, patch]
+{{- end }}
+
+{{/*
+kopf's own cluster-level observation (https://kopf.readthedocs.io/en/stable/deployment/#rbac): it watches
+CustomResourceDefinitions to notice the job resources appear and change, and, serving a list of
+namespaces, watches Namespaces to notice them come and go. Read-only.
+*/}}
+{{- define "torchyard.rbac.observerRules" -}}
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+{{- if ne .Values.watch.mode "clusterWide" }}
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}
+{{- end }}

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Installs torchyard[operator] (kopf, kubernetes, prometheus-client; no torch) into a new virtual
+# environment, with the pinned versions of images/constraints.txt. The RUN step of
+# images/operator/Dockerfile; tests/images/test_install.py runs it the same way in a temporary venv.
+#   images/operator/install.sh VENV SOURCE_DIR       (PYTHON: the interpreter, default python3)
+set -eu
+venv="$1"
+src="$2"
+constraints="$(dirname "$0")/../constraints.txt"
+"${PYTHON:-python3}" -m venv "$venv"
+"$venv/bin/pip" install --no-cache-dir --disable-pip-version-check --quiet \
+    --constraint "$constraints" "$src[operator]"
+# the operator never imports torch: make sure it did not come in
+if "$venv/bin/python" -I -c "import torch" 2>/dev/null; then  # -I: the source tree is not on sys.path
+  echo "install.sh: torch got into the operator environment" >&2
+  exit 1
+fi
+"$venv/bin/torchyard" operator run --help >/dev/null
