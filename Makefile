@@ -10,7 +10,7 @@ TOOLS  ?= .tools
 HELM   := $(TOOLS)/bin/helm
 CHART  := charts/torchyard
 
-.PHONY: install system-deps tools chart-crds chart-test images demo test test-fast lint bench slurm-submit clean
+.PHONY: demo-tasks install system-deps tools chart-crds chart-test images demo test test-fast lint bench slurm-submit clean
 
 install: $(BIN)/.installed
 
@@ -26,6 +26,26 @@ demo: install
 		configs/digits_cnn.py --launcher pytorch --work-dir $(WORK_DIR)
 	$(BIN)/torchyard-test configs/digits_cnn.py $(WORK_DIR) --work-dir $(WORK_DIR)/test
 	@echo "logs, metrics and checkpoints: $(WORK_DIR)/ (best checkpoint: $$(cat $(WORK_DIR)/best_checkpoint))"
+
+# One training and one evaluation of each task family (a few minutes on 2 CPUs), beside its baseline.
+TASKS_DIR ?= work_dirs/tasks
+demo-tasks: install
+	$(BIN)/torchrun --standalone --nproc-per-node=$(NPROC) -m torchyard.trainer.train configs/shapes_fcn.py \
+		--launcher pytorch --work-dir $(TASKS_DIR)/shapes_fcn
+	$(BIN)/torchyard-test configs/shapes_fcn.py $(TASKS_DIR)/shapes_fcn --work-dir $(TASKS_DIR)/shapes_fcn/test \
+		--show-dir $(TASKS_DIR)/shapes_fcn/show --show-limit 8
+	$(BIN)/torchrun --standalone --nproc-per-node=$(NPROC) -m torchyard.trainer.train configs/vdsr_x2_skimage.py \
+		--launcher pytorch --work-dir $(TASKS_DIR)/vdsr_x2
+	$(BIN)/torchyard-test configs/vdsr_x2_skimage.py $(TASKS_DIR)/vdsr_x2 --work-dir $(TASKS_DIR)/vdsr_x2/test \
+		--show-dir $(TASKS_DIR)/vdsr_x2/show --show-limit 4
+	$(BIN)/torchyard-train configs/digits_vae.py --work-dir $(TASKS_DIR)/digits_vae
+	$(BIN)/torchyard-test configs/digits_vae.py $(TASKS_DIR)/digits_vae/last_checkpoint \
+		--work-dir $(TASKS_DIR)/digits_vae/test --show-dir $(TASKS_DIR)/digits_vae/show --show-limit 16
+	$(BIN)/torchyard-train configs/digits_simclr.py --work-dir $(TASKS_DIR)/digits_simclr
+	$(BIN)/torchyard-train configs/digits_linear_probe.py --work-dir $(TASKS_DIR)/linear_probe \
+		--cfg-options load_from=$$(cat $(TASKS_DIR)/digits_simclr/last_checkpoint)
+	$(BIN)/torchyard-test configs/digits_linear_probe.py $(TASKS_DIR)/linear_probe --work-dir $(TASKS_DIR)/linear_probe/test
+	@echo "each task's metrics: $(TASKS_DIR)/*/test/metrics.json; pictures: $(TASKS_DIR)/*/show/"
 
 # Debian packages the tests need (shellcheck, ...): installed when missing, a no-op otherwise.
 system-deps:

@@ -7,6 +7,7 @@ parsers it adds set `func(args) -> exit code`. To add a group, write the module 
     torchyard crds --out crds/
     torchyard operator run [--namespace NS] [--metrics-port PORT] [--json-logs] [--peering NAME]
     torchyard dev-cluster [--emulator --port 8001 --kubeconfig FILE] [--volumes DIR]
+    torchyard tools count-params|publish-model|plot-logs|tsne ...
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from torchyard.operator import cli_jobs, cli_operator, cli_slurm
+from torchyard.operator import cli_jobs, cli_operator, cli_slurm, cli_tools
 from torchyard.operator.api import SpecError
 from torchyard.operator.command import RenderError
 
-COMMAND_GROUPS = [cli_jobs, cli_slurm, cli_operator]
+COMMAND_GROUPS = [cli_jobs, cli_slurm, cli_operator, cli_tools]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `torchyard tools` hands its options (even --help) to the trainer's own tool parser.
+    args, rest = parser.parse_known_args(argv)
+    if rest and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     try:
         return args.func(args)
     except (SpecError, RenderError) as err:

@@ -46,6 +46,17 @@ class ImageClassifier(BaseModel):
     def predict(self, batch: dict) -> torch.Tensor:
         return self.logits(batch["inputs"])
 
+    def extract_feat(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Pre-logits features (mmpretrain's ``stage="pre_logits"``): what enters the last linear layer."""
+        last_linear = [m for m in self.modules() if isinstance(m, nn.Linear)][-1]
+        captured = []
+        handle = last_linear.register_forward_pre_hook(lambda _, args: captured.append(args[0]))
+        try:
+            self.logits(inputs)
+        finally:
+            handle.remove()
+        return captured[0]
+
     def visualize(self, batch: dict, outputs: torch.Tensor) -> list[tuple[int, np.ndarray]]:
         """Each input with "pred P / gt T" under it, green when right and red when wrong."""
         pictures = []

@@ -26,7 +26,7 @@ from torchyard.trainer.data import build_dataloader
 from torchyard.trainer.dist import all_reduce_max, destroy_distributed, device_for, init_distributed
 from torchyard.trainer.evaluation import Evaluator
 from torchyard.trainer.hooks import build_hooks
-from torchyard.trainer.logger import setup_logger
+from torchyard.trainer.logger import format_metrics, setup_logger
 from torchyard.trainer.loops import TrainingInterrupted, run_eval_loop, run_train_loop
 from torchyard.trainer.optim import build_optim_wrapper, build_param_schedulers
 from torchyard.trainer.registry import MODELS, import_custom_modules
@@ -285,7 +285,7 @@ class Runner:
         metrics = run_eval_loop(self, loader, evaluator, mode="test")
         self.call_hook("after_test", metrics=metrics)
         self.call_hook("after_run")
-        self.logger.info("test: " + " ".join(f"{k}: {v:.4f}" for k, v in metrics.items()))
+        self.logger.info(f"test: {format_metrics(metrics)}")
         return metrics
 
 

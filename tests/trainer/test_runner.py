@@ -149,6 +149,16 @@ def test_auto_scale_lr_scales_by_total_batch_size(tmp_path, capsys):
     assert "auto_scale_lr: total batch size 32 / base 128" in capsys.readouterr().out
 
 
+def test_test_reports_per_class_metrics_beside_scalar_ones(tmp_path, capsys):
+    train(make_cfg(tmp_path, train_cfg=dict(by_epoch=False, max_iters=5)))
+    cfg = make_cfg(tmp_path / "test", test_dataloader=dict(batch_size=100, dataset=dict(type="DigitsDataset",
+                                                                                       split="test")),
+                   test_evaluator=[dict(type="Accuracy"), dict(type="SingleLabelMetric", average=None)])
+    metrics = Runner(Config(cfg), log_name="test.log").test(tmp_path)
+    assert len(metrics["single-label/precision_classwise"]) == 10
+    assert "single-label/recall_classwise: [" in capsys.readouterr().out
+
+
 def test_scalars_jsonl_has_loss_lr_time_eta_memory_and_val_metrics(tmp_path):
     train(make_cfg(tmp_path, train_cfg=dict(by_epoch=True, max_epochs=1)))
     records = [json.loads(line) for line in (tmp_path / "scalars.jsonl").read_text().splitlines()]

@@ -1,0 +1,1 @@
+model = dict(type="VDSR", channels=32, depth=6)

@@ -1,0 +1,5 @@
+import sys
+
+from torchyard.trainer.tools.cli import main
+
+sys.exit(main())
