@@ -249,23 +249,34 @@ class Runner:
         self.call_hook("after_load_checkpoint", state=state)
         self.logger.info(f"resumed from {path} at epoch {self.epoch}, iteration {self.iter}")
 
-    def load_weights(self, path: str | Path) -> None:
-        """``load_from``: weights only, training starts at iteration 0; mismatches are reported, not fatal."""
-        state = load_checkpoint(path)
-        weights = state.get("state_dict", state)
+    def load_weights(self, path: str | Path, strict: bool = False) -> None:
+        """Weights only, training starts at iteration 0. ``load_from`` (not strict) reports mismatches and goes
+        on, as fine-tuning needs; testing (strict) refuses a checkpoint whose weights do not all fit the model."""
+        what = "checkpoint" if strict else "load_from"
+        weights = load_checkpoint(path)
+        weights = weights.get("state_dict", weights)
         own = self.unwrapped_model.state_dict()
-        mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                      for k, v in weights.items() if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
-        usable = {k: v for k, v in weights.items() if not (k in own and hasattr(v, "shape") and v.shape != own[k].shape)}
-        result = self.unwrapped_model.load_state_dict(usable, strict=False)
         if not own.keys() & weights.keys():
-            raise ConfigError(f"load_from {path}: none of its {len(weights)} weights match the model's names; is it "
+            raise ConfigError(f"{what} {path}: none of its {len(weights)} weights match the model's names; is it "
                               f"a checkpoint of another model? (model keys look like {next(iter(own), '?')!r}, "
                               f"checkpoint keys like {next(iter(weights), '?')!r})")
-        for label, keys in (("missing in checkpoint", result.missing_keys),
-                            ("unexpected in checkpoint", result.unexpected_keys), ("shape mismatch", mismatched)):
+        mismatched = sorted(k for k, v in weights.items()
+                            if k in own and hasattr(v, "shape") and v.shape != own[k].shape)
+        problems = {
+            "missing in checkpoint": sorted(own.keys() - weights.keys()),
+            "unexpected in checkpoint": sorted(weights.keys() - own.keys()),
+            "shape mismatch": [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
+                               for k in mismatched],
+        }
+        if strict and (problems["missing in checkpoint"] or mismatched):
+            found = "; ".join(f"{len(keys)} {label}: {', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''}"
+                              for label, keys in problems.items() if keys)
+            raise ConfigError(f"{what} {path} does not fit the model of {self.cfg.filename or 'this config'} "
+                              f"({found}); test it with the config it was trained with")
+        self.unwrapped_model.load_state_dict({k: v for k, v in weights.items() if k not in mismatched}, strict=False)
+        for label, keys in problems.items():
             if keys:
-                self.logger.warning(f"load_from {path}: {len(keys)} {label}: {', '.join(keys)}")
+                self.logger.warning(f"{what} {path}: {len(keys)} {label}: {', '.join(keys)}")
         self.logger.info(f"loaded weights from {path}")
 
     # ---- testing --------------------------------------------------------------------------------------------
@@ -279,7 +290,7 @@ class Runner:
         self.amp_dtype = _amp_dtype(cfg.get("amp", False), self.device)
         if checkpoint is not None:
             path = resolve_checkpoint(checkpoint)
-            self.load_weights(path)
+            self.load_weights(path, strict=True)
             self.tested_checkpoint = path
         self.call_hook("before_run")
         metrics = run_eval_loop(self, loader, evaluator, mode="test")

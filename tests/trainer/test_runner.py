@@ -127,11 +127,21 @@ def test_load_from_reports_shape_mismatches_and_rejects_another_model(tmp_path, 
                      train_cfg=dict(by_epoch=False, max_iters=1))
     runner = train(wider)
     assert runner.iter == 1  # load_from starts at iteration 0, unlike resume
-    assert "shape mismatch: features.0.weight: checkpoint (8, 1, 3, 3) vs model (16, 1, 3, 3)" in capsys.readouterr().out
+    assert "features.0.weight: checkpoint (8, 1, 3, 3) vs model (16, 1, 3, 3)" in capsys.readouterr().out
 
     other = make_cfg(tmp_path / "mlp", model=dict(type="DigitsMLP"), load_from=str(checkpoint))
     with pytest.raises(ConfigError, match="none of its .* weights match"):
         train(other)
+
+
+def test_testing_refuses_a_checkpoint_that_does_not_fit_the_model(tmp_path):
+    train(make_cfg(tmp_path / "small", train_cfg=dict(by_epoch=False, max_iters=2)))
+    test_cfg = dict(test_dataloader=dict(batch_size=100, dataset=dict(type="DigitsDataset", split="test")),
+                    test_evaluator=dict(type="Accuracy"))
+    wider = Runner(Config(make_cfg(tmp_path / "wide", model=dict(type="DigitsCNN", channels=16), **test_cfg)),
+                   log_name="test.log")
+    with pytest.raises(ConfigError, match=r"does not fit the model .* shape mismatch: .*features\.0\.weight"):
+        wider.test(tmp_path / "small")
 
 
 def test_amp_on_cpu_trains_in_bfloat16_without_a_loss_scaler(tmp_path):
