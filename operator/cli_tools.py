@@ -11,7 +11,8 @@ import sys
 
 def register(commands: argparse._SubParsersAction) -> None:
     tools = commands.add_parser("tools", add_help=False,
-                                help="count-params, publish-model, plot-logs, tsne (needs torchyard[trainer])")
+                                help="count-params, publish-model, plot-logs, tsne "
+                                "(needs torchyard[trainer])")
     tools.add_argument("argv", nargs=argparse.REMAINDER)
     tools.set_defaults(func=tools_command, passthrough=True)
 

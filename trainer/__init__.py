@@ -1,1 +1,4 @@
-"""torchyard data plane: OpenMMLab-style distributed training and evaluation. Never imports kopf or kubernetes."""
+"""torchyard data plane: OpenMMLab-style distributed training and evaluation.
+
+Never imports kopf or kubernetes.
+"""

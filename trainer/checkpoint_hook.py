@@ -32,7 +32,8 @@ class CheckpointHook(Hook):
         if interval < 1:
             raise ConfigError(f"default_hooks.checkpoint.interval must be >= 1, got {interval}")
         if rule is not None and rule not in RULES:
-            raise ConfigError(f"default_hooks.checkpoint.rule must be one of {', '.join(RULES)}, got {rule!r}")
+            raise ConfigError(f"default_hooks.checkpoint.rule must be one of {', '.join(RULES)}, "
+                              f"got {rule!r}")
         self.interval = interval
         self.by_epoch = by_epoch
         self.max_keep_ckpts = max_keep_ckpts
@@ -47,9 +48,9 @@ class CheckpointHook(Hook):
         runner.checkpoints.max_keep_ckpts = self.max_keep_ckpts
         accumulate = runner.optim_wrapper.accumulative_counts
         if not self.by_epoch and self.interval % accumulate:
-            raise ConfigError(f"default_hooks.checkpoint.interval={self.interval} iterations must be a multiple of "
-                              f"optim_wrapper.accumulative_counts={accumulate}, so that no checkpoint falls inside "
-                              "a gradient accumulation window")
+            raise ConfigError(f"default_hooks.checkpoint.interval={self.interval} iterations must be a "
+                              f"multiple of optim_wrapper.accumulative_counts={accumulate}, so that no "
+                              "checkpoint falls inside a gradient accumulation window")
 
     def after_train_iter(self, runner: Runner, losses: dict[str, torch.Tensor]) -> None:
         if self.by_epoch:

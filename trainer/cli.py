@@ -25,7 +25,8 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--launcher", choices=LAUNCHERS, default="none",
                         help="how the processes were started: none (one process), pytorch (torchrun), "
                         "slurm (srun), mpi (mpirun)")
-    parser.add_argument("--local-rank", "--local_rank", type=int, help=argparse.SUPPRESS)  # torch.distributed.launch
+    # --local-rank / --local_rank: passed by torch.distributed.launch
+    parser.add_argument("--local-rank", "--local_rank", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--debug", action="store_true", help="show full trace-backs on errors")
 
 

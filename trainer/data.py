@@ -20,7 +20,10 @@ from torchyard.trainer.registry import DATASETS, TRANSFORMS
 
 @TRANSFORMS.register()
 class RandomShift:
-    """Shift an image by up to ``max_shift`` pixels, filling with zeros: cheap augmentation for small digits."""
+    """Shift an image by up to ``max_shift`` pixels, filling with zeros.
+
+    Cheap augmentation for small digits.
+    """
 
     def __init__(self, max_shift: int = 1) -> None:
         self.max_shift = max_shift
@@ -37,7 +40,8 @@ class RandomShift:
 
 @DATASETS.register()
 class DigitsDataset(Dataset):
-    """scikit-learn's 1,797 handwritten 8x8 digits (shipped with the package, no download), split reproducibly.
+    """scikit-learn's 1,797 handwritten 8x8 digits (shipped with the package, no download), split
+    reproducibly.
 
     Items are ``{"inputs": float tensor [1, 8, 8] in [0, 1], "targets": int, "index": int}``.
     """
@@ -134,6 +138,9 @@ def build_dataloader(cfg: dict, env: DistEnv, seed: int, train: bool, where: str
 
 
 def set_train_position(loader: DataLoader, epoch: int, start_index: int) -> None:
-    """Position a training loader; reseeding its generator per epoch keeps worker seeds the same after a resume."""
+    """Position a training loader.
+
+    Reseeding its generator per epoch keeps worker seeds the same after a resume.
+    """
     loader.sampler.set_position(epoch, start_index)
     loader.generator.manual_seed(loader.sampler.seed * 100_003 + epoch * 1009 + loader.sampler.rank)

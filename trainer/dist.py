@@ -50,7 +50,8 @@ def _require(env: Mapping[str, str], launcher: str, names: tuple[str, ...]) -> d
         raise ConfigError(
             f"--launcher {launcher}: environment variable(s) {', '.join(missing)} not set. "
             + {
-                "pytorch": "Start the trainer with torchrun (torchrun --nproc-per-node=N -m torchyard.trainer.train ...).",
+                "pytorch": "Start the trainer with torchrun "
+                           "(torchrun --nproc-per-node=N -m torchyard.trainer.train ...).",
                 "slurm": "Start the trainer inside an allocation with srun (one task per process).",
                 "mpi": "Start the trainer with mpirun, and export MASTER_ADDR for multi-node jobs.",
             }[launcher]
@@ -76,7 +77,9 @@ def parse_launcher_env(launcher: str, env: Mapping[str, str]) -> DistEnv:
             rank=_int(env, "RANK", launcher),
             world_size=world_size,
             local_rank=_int(env, "LOCAL_RANK", launcher),
-            local_world_size=_int(env, "LOCAL_WORLD_SIZE", launcher) if env.get("LOCAL_WORLD_SIZE") else world_size,
+            local_world_size=(
+                _int(env, "LOCAL_WORLD_SIZE", launcher) if env.get("LOCAL_WORLD_SIZE") else world_size
+            ),
             master_addr=env["MASTER_ADDR"],
             master_port=_int(env, "MASTER_PORT", launcher),
         )
@@ -95,7 +98,8 @@ def parse_launcher_env(launcher: str, env: Mapping[str, str]) -> DistEnv:
             master_port=_int(env, "MASTER_PORT", launcher) if env.get("MASTER_PORT") else slurm_port(env),
         )
     if launcher == "mpi":
-        _require(env, launcher, ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"))
+        _require(env, launcher,
+                 ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"))
         world_size = _int(env, "OMPI_COMM_WORLD_SIZE", launcher)
         if world_size > 1 and not env.get("MASTER_ADDR"):
             # Every rank must agree on one rendezvous host; mpirun does not say which one that is.

@@ -108,8 +108,10 @@ class DumpResults(BaseMetric):
             return
         self.out_file.parent.mkdir(parents=True, exist_ok=True)
         if self.out_file.suffix == ".pkl":
-            samples = [{k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in r.items()} for r in records]
+            samples = [{k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in r.items()}
+                       for r in records]
             self.out_file.write_bytes(pickle.dumps({"metrics": metrics, "predictions": samples}))
         else:
-            samples = [{k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in r.items()} for r in records]
+            samples = [{k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in r.items()}
+                       for r in records]
             self.out_file.write_text(json.dumps({"metrics": metrics, "predictions": samples}))

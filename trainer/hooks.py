@@ -40,6 +40,7 @@ class Hook:
 
 
 def build_hooks(default_hooks: dict | None, custom_hooks: list | None) -> list[Hook]:
-    hooks = [HOOKS.build(cfg, where=f"default_hooks.{name}") for name, cfg in (default_hooks or {}).items() if cfg]
+    hooks = [HOOKS.build(cfg, where=f"default_hooks.{name}")
+             for name, cfg in (default_hooks or {}).items() if cfg]
     hooks += [HOOKS.build(cfg, where=f"custom_hooks[{i}]") for i, cfg in enumerate(custom_hooks or [])]
     return sorted(hooks, key=lambda hook: hook.priority)

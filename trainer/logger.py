@@ -51,7 +51,9 @@ def memory_mb(device: torch.device) -> float:
 
 @HOOKS.register()
 class LoggerHook(Hook):
-    """Every ``interval`` iterations: mean losses, lr, time, data_time, eta, memory -> log and ``scalars.jsonl``."""
+    """Every ``interval`` iterations: mean losses, lr, time, data_time, eta, memory -> log and
+    ``scalars.jsonl``.
+    """
 
     priority = 10
 
@@ -101,7 +103,8 @@ class LoggerHook(Hook):
             return
         progress = (f"epoch {runner.epoch + 1}/{runner.max_epochs} " if runner.by_epoch else "") + \
             f"iter {runner.iter}/{runner.max_iters}"
-        values = format_metrics({k: v for k, v in record.items() if k not in ("mode", "epoch", "iter", "eta_s")})
+        values = format_metrics({k: v for k, v in record.items()
+                                 if k not in ("mode", "epoch", "iter", "eta_s")})
         message = f"{progress} eta {datetime.timedelta(seconds=round(eta))} {values}"
         if self._tty:
             print(f"\r{message}", end="", flush=True)
@@ -166,6 +169,6 @@ def _tensorboard_writer(log_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as err:
-        raise ImportError("LoggerHook(tensorboard=True) needs the tensorboard package: pip install tensorboard") \
-            from err
+        raise ImportError("LoggerHook(tensorboard=True) needs the tensorboard package: "
+                          "pip install tensorboard") from err
     return SummaryWriter(str(log_dir))

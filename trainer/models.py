@@ -1,4 +1,5 @@
-"""Models. A model takes a collated batch and a mode: ``"loss"`` returns a dict of losses, ``"predict"`` outputs.
+"""Models. A model takes a collated batch and a mode: ``"loss"`` returns a dict of losses,
+``"predict"`` outputs.
 
 Losses are computed inside ``forward`` so that DistributedDataParallel sees the whole step.
 """
@@ -41,7 +42,8 @@ class ImageClassifier(BaseModel):
 
     def loss(self, batch: dict) -> dict[str, torch.Tensor]:
         logits = self.logits(batch["inputs"])
-        return {"loss": F.cross_entropy(logits.float(), batch["targets"], label_smoothing=self.label_smoothing)}
+        return {"loss": F.cross_entropy(logits.float(), batch["targets"],
+                                        label_smoothing=self.label_smoothing)}
 
     def predict(self, batch: dict) -> torch.Tensor:
         return self.logits(batch["inputs"])
@@ -77,10 +79,12 @@ class DigitsCNN(ImageClassifier):
         super().__init__(label_smoothing)
         self.features = nn.Sequential(
             nn.Conv2d(1, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
-            nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.BatchNorm2d(2 * channels), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.BatchNorm2d(2 * channels),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
         )
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(2 * channels * 16, num_classes))
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout),
+                                  nn.Linear(2 * channels * 16, num_classes))
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(inputs))

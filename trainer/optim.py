@@ -5,8 +5,9 @@
     param_scheduler = [dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=50),
                        dict(type="CosineAnnealingLR", by_epoch=True, begin=0, end=10)]
 
-Every ``torch.optim`` optimizer and ``torch.optim.lr_scheduler`` scheduler is registered. A scheduler acts
-only within ``[begin, end)``, counted in epochs or iterations (``by_epoch``); schedulers chain, as in mmengine.
+Every ``torch.optim`` optimizer and ``torch.optim.lr_scheduler`` scheduler is registered. A scheduler
+acts only within ``[begin, end)``, counted in epochs or iterations (``by_epoch``); schedulers chain, as in
+mmengine.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class OptimWrapper:
 
     def __init__(self, optimizer: torch.optim.Optimizer, accumulative_counts: int = 1,
                  clip_grad: dict | None = None, amp_dtype: torch.dtype | None = None,
-                 device: torch.device = torch.device("cpu")) -> None:
+                 device: torch.device = torch.device("cpu")) -> None:  # noqa: B008 # torch.device is immutable
         if accumulative_counts < 1:
             raise ConfigError(f"optim_wrapper.accumulative_counts must be >= 1, got {accumulative_counts}")
         self.optimizer = optimizer
@@ -88,7 +89,8 @@ class OptimWrapper:
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         if self.clip_grad:
-            params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+            params = [p for group in self.optimizer.param_groups for p in group["params"]
+                      if p.grad is not None]
             self.last_grad_norm = float(nn.utils.clip_grad_norm_(params, **self.clip_grad))
         if self.scaler:
             self.scaler.step(self.optimizer)
@@ -143,7 +145,8 @@ class OptimWrapper:
 
 def build_optim_wrapper(cfg: dict, model: nn.Module, amp: bool, device: torch.device) -> OptimWrapper:
     if "optimizer" not in cfg:
-        raise ConfigError("optim_wrapper: needs an 'optimizer', e.g. dict(optimizer=dict(type='SGD', lr=0.1))")
+        raise ConfigError("optim_wrapper: needs an 'optimizer', "
+                          "e.g. dict(optimizer=dict(type='SGD', lr=0.1))")
     extra = set(cfg) - {"type", "optimizer", "clip_grad", "accumulative_counts", "dtype"}
     if extra:
         raise ConfigError(f"optim_wrapper: unknown key(s) {', '.join(sorted(extra))}; "
@@ -154,7 +157,8 @@ def build_optim_wrapper(cfg: dict, model: nn.Module, amp: bool, device: torch.de
         default = "float16" if device.type == "cuda" else "bfloat16"
         name = cfg.get("dtype") or default
         if name not in ("float16", "bfloat16"):
-            raise ConfigError(f"optim_wrapper.dtype: {name!r} is not an autocast type; use float16 or bfloat16")
+            raise ConfigError(f"optim_wrapper.dtype: {name!r} is not an autocast type; "
+                              "use float16 or bfloat16")
         amp_dtype = getattr(torch, name)
     optimizer = OPTIMIZERS.build(cfg["optimizer"], where="optim_wrapper.optimizer",
                                  params=[p for p in model.parameters() if p.requires_grad])

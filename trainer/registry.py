@@ -57,7 +57,8 @@ class Registry:
         nearest = difflib.get_close_matches(type_, self._entries, n=1)
         hint = f" Did you mean {nearest[0]!r}?" if nearest else ""
         raise ConfigError(
-            f"{where}: {type_!r} is not a registered {self.name}.{hint} Registered: {', '.join(self.names())}. "
+            f"{where}: {type_!r} is not a registered {self.name}.{hint} "
+            f"Registered: {', '.join(self.names())}. "
             "Register it with @register() in a module listed in custom_imports, or give a dotted import path."
         )
 
@@ -73,7 +74,8 @@ class Registry:
         try:
             inspect.signature(factory).bind(**kwargs)
         except TypeError as err:
-            raise ConfigError(f"{where}: wrong arguments for {getattr(factory, '__name__', factory)}: {err}") from None
+            raise ConfigError(f"{where}: wrong arguments for "
+                              f"{getattr(factory, '__name__', factory)}: {err}") from None
         except ValueError:  # some builtins have no signature; let the call itself complain
             pass
         return factory(**kwargs)
@@ -92,7 +94,9 @@ def _import_dotted(path: str, where: str) -> Callable:
 
 
 def import_custom_modules(custom_imports: dict | None) -> None:
-    """Honour ``custom_imports = dict(imports=[...], allow_failed_imports=False)`` so that modules register."""
+    """Honour ``custom_imports = dict(imports=[...], allow_failed_imports=False)`` so that modules
+    register.
+    """
     if not custom_imports:
         return
     imports = custom_imports.get("imports", [])
@@ -108,8 +112,9 @@ def import_custom_modules(custom_imports: dict | None) -> None:
             if custom_imports.get("allow_failed_imports", False):
                 print(f"warning: custom_imports: could not import {module_name!r}: {err}", file=sys.stderr)
                 continue
-            raise ConfigError(f"custom_imports: could not import {module_name!r}: {err}. Check the module name "
-                              "and that it is importable from the working directory.") from err
+            raise ConfigError(f"custom_imports: could not import {module_name!r}: {err}. "
+                              "Check the module name and that it is importable from the working "
+                              "directory.") from err
 
 
 MODELS = Registry("model")

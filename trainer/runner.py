@@ -64,8 +64,9 @@ class Runner:
         self._saved_at_iter = -1
         if self.env.is_main:
             cfg.dump(self.work_dir / f"{Path(cfg.filename or 'config').stem}.py")
-        self.logger.info(f"torch {torch.__version__}, device {self.device}, world size {self.env.world_size}, "
-                         f"seed {self.seed}, deterministic {self.deterministic}, work dir {self.work_dir}")
+        self.logger.info(f"torch {torch.__version__}, device {self.device}, "
+                         f"world size {self.env.world_size}, seed {self.seed}, "
+                         f"deterministic {self.deterministic}, work dir {self.work_dir}")
 
     @property
     def unwrapped_model(self) -> torch.nn.Module:
@@ -80,10 +81,13 @@ class Runner:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    # ---- training -------------------------------------------------------------------------------------------
+    # ---- training ------------------------------------------------------------------------------------------
 
     def train(self) -> dict[str, float]:
-        """Train to ``max_epochs``/``max_iters``; returns the last validation metrics (empty without validation)."""
+        """Train to ``max_epochs``/``max_iters``.
+
+        Returns the last validation metrics (empty without validation).
+        """
         cfg = self.cfg
         train_cfg = dict(cfg.get("train_cfg") or {})
         self.by_epoch = train_cfg.get("by_epoch", True)
@@ -104,8 +108,8 @@ class Runner:
                                                    where="val_dataloader")
             self.val_evaluator = Evaluator.build(cfg.val_evaluator, where="val_evaluator")
 
-        self.optim_wrapper = build_optim_wrapper(cfg.optim_wrapper, self.unwrapped_model, cfg.get("amp", False),
-                                                 self.device)
+        self.optim_wrapper = build_optim_wrapper(cfg.optim_wrapper, self.unwrapped_model,
+                                                 cfg.get("amp", False), self.device)
         self.amp_dtype = self.optim_wrapper.amp_dtype
         self._auto_scale_lr()
         schedulers = build_param_schedulers(cfg.get("param_scheduler"), self.optim_wrapper.optimizer,
@@ -161,14 +165,15 @@ class Runner:
         if not scale.get("enable"):
             return
         if "base_batch_size" not in scale:
-            raise ConfigError("auto_scale_lr: needs base_batch_size (the total batch size the lr was tuned for)")
+            raise ConfigError("auto_scale_lr: needs base_batch_size "
+                              "(the total batch size the lr was tuned for)")
         total = self.env.world_size * self.train_dataloader.batch_size
         factor = total / scale["base_batch_size"]
         self.optim_wrapper.scale_lr(factor)
         self.logger.info(f"auto_scale_lr: total batch size {total} / base {scale['base_batch_size']} -> "
                          f"lr x{factor:g} = {self.optim_wrapper.get_lr():g}")
 
-    # ---- checkpoints ----------------------------------------------------------------------------------------
+    # ---- checkpoints ---------------------------------------------------------------------------------------
 
     def checkpoint_state(self) -> dict | None:
         """The full training state; a collective (every rank contributes its RNG state), None off rank 0."""
@@ -227,14 +232,16 @@ class Runner:
         self.optim_wrapper.load_state_dict(state["optim_wrapper"])
         schedulers = self.iter_schedulers + self.epoch_schedulers
         if len(state["param_schedulers"]) != len(schedulers):
-            raise ConfigError(f"--resume {path}: it has {len(state['param_schedulers'])} param schedulers, the "
-                              f"config has {len(schedulers)}; resume with the config it was trained with")
+            raise ConfigError(f"--resume {path}: it has {len(state['param_schedulers'])} param schedulers, "
+                              f"the config has {len(schedulers)}; "
+                              "resume with the config it was trained with")
         for scheduler, scheduler_state in zip(schedulers, state["param_schedulers"], strict=True):
             scheduler.load_state_dict(scheduler_state)
         self.epoch = meta["epoch"]
         self.inner_iter = meta["inner_iter"]
         self.iter = meta["iter"]
-        same_layout = meta["world_size"] == self.env.world_size and meta["batch_size"] == self.train_dataloader.batch_size
+        same_layout = (meta["world_size"] == self.env.world_size
+                       and meta["batch_size"] == self.train_dataloader.batch_size)
         if same_layout:
             set_rng_state(state["rng"][self.env.rank])
         else:
@@ -243,22 +250,26 @@ class Runner:
             self.inner_iter = seen // (self.train_dataloader.batch_size * self.env.world_size)
             if self.by_epoch:
                 self.iter = self.epoch * self.iters_per_epoch + self.inner_iter
-            self.logger.warning(f"--resume: the checkpoint was written with world size {meta['world_size']} and "
-                                f"batch size {meta['batch_size']}; continuing at epoch {self.epoch} iteration "
-                                f"{self.iter}, which is not bit-identical to an uninterrupted run")
+            self.logger.warning(f"--resume: the checkpoint was written with world size {meta['world_size']} "
+                                f"and batch size {meta['batch_size']}; continuing at epoch {self.epoch} "
+                                f"iteration {self.iter}, which is not bit-identical to an uninterrupted run")
         self.call_hook("after_load_checkpoint", state=state)
         self.logger.info(f"resumed from {path} at epoch {self.epoch}, iteration {self.iter}")
 
     def load_weights(self, path: str | Path, strict: bool = False) -> None:
-        """Weights only, training starts at iteration 0. ``load_from`` (not strict) reports mismatches and goes
-        on, as fine-tuning needs; testing (strict) refuses a checkpoint whose weights do not all fit the model."""
+        """Weights only, training starts at iteration 0.
+
+        ``load_from`` (not strict) reports mismatches and goes on, as fine-tuning needs; testing (strict)
+        refuses a checkpoint whose weights do not all fit the model.
+        """
         what = "checkpoint" if strict else "load_from"
         weights = load_checkpoint(path)
         weights = weights.get("state_dict", weights)
         own = self.unwrapped_model.state_dict()
         if not own.keys() & weights.keys():
-            raise ConfigError(f"{what} {path}: none of its {len(weights)} weights match the model's names; is it "
-                              f"a checkpoint of another model? (model keys look like {next(iter(own), '?')!r}, "
+            raise ConfigError(f"{what} {path}: none of its {len(weights)} weights match the model's names; "
+                              "is it a checkpoint of another model? "
+                              f"(model keys look like {next(iter(own), '?')!r}, "
                               f"checkpoint keys like {next(iter(weights), '?')!r})")
         mismatched = sorted(k for k, v in weights.items()
                             if k in own and hasattr(v, "shape") and v.shape != own[k].shape)
@@ -273,19 +284,22 @@ class Runner:
                               for label, keys in problems.items() if keys)
             raise ConfigError(f"{what} {path} does not fit the model of {self.cfg.filename or 'this config'} "
                               f"({found}); test it with the config it was trained with")
-        self.unwrapped_model.load_state_dict({k: v for k, v in weights.items() if k not in mismatched}, strict=False)
+        self.unwrapped_model.load_state_dict({k: v for k, v in weights.items() if k not in mismatched},
+                                             strict=False)
         for label, keys in problems.items():
             if keys:
                 self.logger.warning(f"{what} {path}: {len(keys)} {label}: {', '.join(keys)}")
         self.logger.info(f"loaded weights from {path}")
 
-    # ---- testing --------------------------------------------------------------------------------------------
+    # ---- testing -------------------------------------------------------------------------------------------
 
     def test(self, checkpoint: str | Path | None = None) -> dict[str, float]:
         cfg = self.cfg
         if not cfg.get("test_dataloader") or not cfg.get("test_evaluator"):
-            raise ConfigError(f"{cfg.filename}: testing needs test_dataloader and test_evaluator in the config")
-        loader = build_dataloader(cfg.test_dataloader, self.env, self.seed, train=False, where="test_dataloader")
+            raise ConfigError(f"{cfg.filename}: testing needs test_dataloader and test_evaluator "
+                              "in the config")
+        loader = build_dataloader(cfg.test_dataloader, self.env, self.seed, train=False,
+                                  where="test_dataloader")
         evaluator = Evaluator.build(cfg.test_evaluator, where="test_evaluator")
         self.amp_dtype = _amp_dtype(cfg.get("amp", False), self.device)
         if checkpoint is not None:

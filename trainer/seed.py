@@ -1,4 +1,6 @@
-"""Seeds, determinism and RNG state that survives a checkpoint (in types ``torch.load(weights_only=True)`` accepts)."""
+"""Seeds, determinism and RNG state that survives a checkpoint (in types
+``torch.load(weights_only=True)`` accepts).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import torch
 
 
 def seed_everything(seed: int, rank: int = 0, deterministic: bool = False) -> int:
-    """Seed Python, NumPy and torch with ``seed + rank`` so ranks draw different dropout masks and augmentations."""
+    """Seed Python, NumPy and torch with ``seed + rank`` so ranks draw different dropout masks and
+    augmentations.
+    """
     rank_seed = seed + rank
     random.seed(rank_seed)
     np.random.seed(rank_seed % 2**32)
@@ -40,8 +44,8 @@ def get_rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     random.setstate(_to_tuples(state["python"]))
     numpy_state = state["numpy"]
-    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
-                         numpy_state["has_gauss"], numpy_state["gauss"]))
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32),
+                         numpy_state["pos"], numpy_state["has_gauss"], numpy_state["gauss"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

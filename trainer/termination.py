@@ -7,6 +7,7 @@ another file (the local process runner gives each "pod" its own). Only rank 0 wr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -46,7 +47,6 @@ def write_termination_message(summary: dict) -> None:
     path = termination_log_path()
     if path is None or not is_rank_zero():
         return
-    try:
+    # A read-only or missing termination log must never turn a finished run into a failed one.
+    with contextlib.suppress(OSError):
         path.write_text(encode(summary))
-    except OSError:
-        pass  # a read-only or missing termination log must never turn a finished run into a failed one

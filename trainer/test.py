@@ -1,6 +1,6 @@
 """torchyard-test: evaluate a checkpoint on a config's test set, as OpenMMLab's tools/test.py does.
 
-    torchyard-test configs/digits_cnn.py work_dirs/digits_cnn            (the work dir's best, else last checkpoint)
+    torchyard-test configs/digits_cnn.py work_dirs/digits_cnn      (the work dir's best, else last checkpoint)
     torchyard-test configs/digits_cnn.py work_dirs/digits_cnn/last_checkpoint        (its latest checkpoint)
     torchyard-test configs/digits_cnn.py work_dirs/digits_cnn/epoch_10.pth --out results.json --show-dir vis/
     torchrun --standalone --nproc-per-node=2 -m torchyard.trainer.test CONFIG CKPT --launcher pytorch
@@ -22,9 +22,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="torchyard-test", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
-    parser.add_argument("checkpoint", help="a checkpoint file, a work dir (its best, else last checkpoint), or a "
-                        "work dir's last_checkpoint / best_checkpoint pointer file")
-    parser.add_argument("--out", help="write every sample's prediction and the metrics to this .json or .pkl file")
+    parser.add_argument("checkpoint", help="a checkpoint file, a work dir (its best, else last checkpoint), "
+                        "or a work dir's last_checkpoint / best_checkpoint pointer file")
+    parser.add_argument("--out",
+                        help="write every sample's prediction and the metrics to this .json or .pkl file")
     parser.add_argument("--show-dir", help="save PNG pictures of predictions in this directory")
     parser.add_argument("--show-limit", type=int, default=64, help="at most this many pictures (default 64)")
     return parser.parse_args(argv)
@@ -41,14 +42,16 @@ def test(args: argparse.Namespace) -> dict:
                               {"type": "DumpResults", "out_file": args.out}]
     if args.show_dir:
         cfg.custom_hooks = [*cfg.get("custom_hooks", []),
-                            {"type": "VisualizationHook", "show_dir": args.show_dir, "max_samples": args.show_limit}]
+                            {"type": "VisualizationHook", "show_dir": args.show_dir,
+                             "max_samples": args.show_limit}]
     try:
         runner = Runner(cfg, log_name="test.log")
         metrics = runner.test(args.checkpoint)
         checkpoint = Path(runner.tested_checkpoint)
         if runner.env.is_main:
             result = {"metrics": metrics, "checkpoint": str(checkpoint.resolve()),
-                      "checkpoint_sha256": _sha256(checkpoint), "config": cfg.pretty_text, "time": time.time()}
+                      "checkpoint_sha256": _sha256(checkpoint), "config": cfg.pretty_text,
+                      "time": time.time()}
             (runner.work_dir / "metrics.json").write_text(json.dumps(result, indent=2))
             for key, value in metrics.items():
                 print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")

@@ -1,11 +1,13 @@
 """torchyard-train: train a model from a config, as OpenMMLab's tools/train.py does.
 
 One process:            torchyard-train configs/digits_cnn.py
-Two processes (CPU):    torchrun --standalone --nproc-per-node=2 -m torchyard.trainer.train configs/digits_cnn.py --launcher pytorch
-Two nodes:              torchrun --nnodes=2 --node-rank=$NODE_RANK --nproc-per-node=1 --master-addr=$MASTER_ADDR \\
-                          --master-port=29500 -m torchyard.trainer.train configs/digits_cnn.py --launcher pytorch
+Two processes (CPU):    torchrun --standalone --nproc-per-node=2 -m torchyard.trainer.train \\
+                          configs/digits_cnn.py --launcher pytorch
+Two nodes:              torchrun --nnodes=2 --node-rank=$NODE_RANK --nproc-per-node=1 \\
+                          --master-addr=$MASTER_ADDR --master-port=29500 -m torchyard.trainer.train \\
+                          configs/digits_cnn.py --launcher pytorch
 Slurm:                  srun -N2 --ntasks-per-node=1 torchyard-train configs/digits_cnn.py --launcher slurm
-Resume:                 torchyard-train configs/digits_cnn.py --resume            (the work dir's last checkpoint)
+Resume:                 torchyard-train configs/digits_cnn.py --resume    (the work dir's last checkpoint)
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", nargs="?", const="auto", metavar="CKPT",
                         help="resume from CKPT, or with no value from the work dir's last checkpoint "
                         "(starting fresh when there is none)")
-    parser.add_argument("--amp", action="store_true", help="mixed precision: bf16 on CPU, fp16 with loss scaling on CUDA")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision: bf16 on CPU, fp16 with loss scaling on CUDA")
     parser.add_argument("--auto-scale-lr", action="store_true",
                         help="scale the lr by total batch size / auto_scale_lr.base_batch_size")
     parser.add_argument("--seed", type=int, help="random seed (each rank uses seed + rank)")
@@ -51,10 +54,12 @@ def train(args: argparse.Namespace) -> dict:
         runner = Runner(cfg)
         metrics = runner.train()
     finally:
-        # Also when building the runner failed after joining the group: a live group at exit aborts the process.
+        # Also when building the runner failed after joining the group: a live group at exit aborts the
+        # process.
         destroy_distributed()
     return {"metrics": metrics, "epoch": runner.epoch, "iter": runner.iter,
-            "lastCheckpoint": str(runner.checkpoints.last() or ""), "bestCheckpoint": str(runner.checkpoints.best() or "")}
+            "lastCheckpoint": str(runner.checkpoints.last() or ""),
+            "bestCheckpoint": str(runner.checkpoints.best() or "")}
 
 
 def main(argv: list[str] | None = None) -> int:

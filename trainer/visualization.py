@@ -41,7 +41,8 @@ class VisualizationHook(Hook):
     def after_test_iter(self, runner: Runner, batch: dict, outputs: torch.Tensor) -> None:
         if not runner.env.is_main or self.saved >= self.max_samples:
             return
-        for index, picture in runner.unwrapped_model.visualize(batch, outputs)[: self.max_samples - self.saved]:
+        pictures = runner.unwrapped_model.visualize(batch, outputs)
+        for index, picture in pictures[: self.max_samples - self.saved]:
             Image.fromarray(picture).save(self.show_dir / f"{index:05d}.png")
             self.saved += 1
 

@@ -59,7 +59,8 @@ def test_every_torch_lr_scheduler_is_registered() -> None:
     assert {"LinearLR", "CosineAnnealingLR", "OneCycleLR"} | unbuildable <= torch_schedulers
     assert torch_schedulers - unbuildable <= set(PARAM_SCHEDULERS.names())
     assert not ({"LRScheduler", "_LRScheduler"} | unbuildable) & set(PARAM_SCHEDULERS.names())
-    assert all(PARAM_SCHEDULERS.get(name) is getattr(lr_scheduler, name) for name in torch_schedulers - unbuildable)
+    assert all(PARAM_SCHEDULERS.get(name) is getattr(lr_scheduler, name)
+               for name in torch_schedulers - unbuildable)
 
 
 # ---- build_optim_wrapper -----------------------------------------------------------------------------

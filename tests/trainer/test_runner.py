@@ -130,7 +130,7 @@ def test_load_from_reports_shape_mismatches_and_rejects_another_model(tmp_path, 
     assert "features.0.weight: checkpoint (8, 1, 3, 3) vs model (16, 1, 3, 3)" in capsys.readouterr().out
 
     other = make_cfg(tmp_path / "mlp", model=dict(type="DigitsMLP"), load_from=str(checkpoint))
-    with pytest.raises(ConfigError, match="none of its .* weights match"):
+    with pytest.raises(ConfigError, match=r"none of its .* weights match"):
         train(other)
 
 
@@ -153,8 +153,8 @@ def test_amp_on_cpu_trains_in_bfloat16_without_a_loss_scaler(tmp_path):
 
 
 def test_auto_scale_lr_scales_by_total_batch_size(tmp_path, capsys):
-    runner = train(make_cfg(tmp_path, auto_scale_lr=dict(enable=True, base_batch_size=128), param_scheduler=None,
-                            train_cfg=dict(by_epoch=False, max_iters=1)))
+    runner = train(make_cfg(tmp_path, auto_scale_lr=dict(enable=True, base_batch_size=128),
+                            param_scheduler=None, train_cfg=dict(by_epoch=False, max_iters=1)))
     assert runner.optim_wrapper.get_lr() == pytest.approx(0.05 * 32 / 128)
     assert "auto_scale_lr: total batch size 32 / base 128" in capsys.readouterr().out
 
@@ -177,7 +177,7 @@ def test_scalars_jsonl_has_loss_lr_time_eta_memory_and_val_metrics(tmp_path):
     assert [r["accuracy/top1"] for r in records if r["mode"] == "val"]
 
 
-# ---- real processes ------------------------------------------------------------------------------------------
+# ---- real processes ----------------------------------------------------------------------------------------
 
 def write_config(path: Path, cfg: dict, hooks_module: str | None = None) -> Path:
     if hooks_module:
@@ -238,7 +238,8 @@ def run_trainer(tmp_path: Path, config: Path, *args: str, nproc: int = 1) -> sub
         command = [str(BIN / "torchrun"), "--standalone", f"--nproc-per-node={nproc}", "-m",
                    "torchyard.trainer.train", str(config), "--launcher", "pytorch"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([*command, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([*command, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
 
 
 @pytest.mark.e2e
@@ -251,7 +252,8 @@ def test_ddp_matches_one_process_on_the_same_global_batch(tmp_path, fault_hooks)
            "train_dataloader": {**base["train_dataloader"], "batch_size": 64}}
     two = {**base, "work_dir": str(tmp_path / "two")}
     for cfg, nproc in ((one, 1), (two, 2)):
-        result = run_trainer(tmp_path, write_config(tmp_path / f"cfg{nproc}.py", cfg, fault_hooks), nproc=nproc)
+        result = run_trainer(tmp_path, write_config(tmp_path / f"cfg{nproc}.py", cfg, fault_hooks),
+                             nproc=nproc)
         assert result.returncode == 0, result.stderr[-3000:]
 
     rank0, rank1 = (torch.load(tmp_path / "two" / f"rank{r}.pt") for r in (0, 1))
@@ -277,8 +279,8 @@ def test_ddp_rank_killed_then_resumed_is_bit_identical(tmp_path, fault_hooks, ki
     killed = run_trainer(tmp_path, write_config(tmp_path / "killed.py", killed_cfg, fault_hooks), nproc=2)
     assert killed.returncode != 0
     resumed_cfg = {**cfg, "work_dir": str(tmp_path / "killed")}
-    resumed = run_trainer(tmp_path, write_config(tmp_path / "resumed.py", resumed_cfg, fault_hooks), "--resume",
-                          nproc=2)
+    resumed = run_trainer(tmp_path, write_config(tmp_path / "resumed.py", resumed_cfg, fault_hooks),
+                          "--resume", nproc=2)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"resumed from {tmp_path / 'killed' / f'iter_{kill_at // 8 * 8}.pth'}" in resumed.stdout
     assert_same_training_state(final_state(tmp_path / "straight"), final_state(tmp_path / "killed"))
@@ -290,13 +292,15 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, fault
                    default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=10)))
     assert run_trainer(tmp_path, write_config(tmp_path / "a.py", cfg)).returncode == 0
 
-    crash_cfg = {**cfg, "work_dir": str(tmp_path / "crash"), "custom_hooks": [dict(type="DieWhileSaving", at=30)]}
+    crash_cfg = {**cfg, "work_dir": str(tmp_path / "crash"),
+                 "custom_hooks": [dict(type="DieWhileSaving", at=30)]}
     crashed = run_trainer(tmp_path, write_config(tmp_path / "b.py", crash_cfg, fault_hooks))
     assert crashed.returncode == -signal.SIGKILL
     assert (tmp_path / "crash" / "last_checkpoint").read_text().endswith("iter_20.pth")
     assert not (tmp_path / "crash" / "iter_30.pth").exists()
 
-    resumed = run_trainer(tmp_path, write_config(tmp_path / "c.py", {**cfg, "work_dir": str(tmp_path / "crash")}),
+    resumed = run_trainer(tmp_path,
+                          write_config(tmp_path / "c.py", {**cfg, "work_dir": str(tmp_path / "crash")}),
                           "--resume")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout and "iter_20.pth" in resumed.stdout
@@ -308,8 +312,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_with_128_plus_signal(tmp_path):
     cfg = make_cfg(tmp_path / "run", train_cfg=dict(by_epoch=False, max_iters=100000),
                    default_hooks=dict(logger=dict(type="LoggerHook", interval=1), checkpoint=None))
     config = write_config(tmp_path / "long.py", cfg)
-    process = subprocess.Popen([str(BIN / "torchyard-train"), str(config)], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([str(BIN / "torchyard-train"), str(config)], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in process.stdout:
         if "iter 5/" in line:
             break
@@ -327,16 +331,19 @@ def test_sigterm_saves_a_checkpoint_and_exits_with_128_plus_signal(tmp_path):
         (["{cfg}", "--cfg-options", "model.type=NoSuchNet"], "'NoSuchNet' is not a registered model"),
         (["{cfg}", "--cfg-options", "train_cfg.max_epochs=[1"], "unbalanced brackets"),
         (["{cfg}", "--cfg-options", "optim_wrapper.optimizer.type=SDG"], "Did you mean 'SGD'"),
-        (["{cfg}", "--cfg-options", "train_cfg.max_epochs=0"], "train_cfg.max_epochs: must be a positive integer"),
-        (["{cfg}", "--launcher", "pytorch"], "RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT not set"),
+        (["{cfg}", "--cfg-options", "train_cfg.max_epochs=0"],
+         "train_cfg.max_epochs: must be a positive integer"),
+        (["{cfg}", "--launcher", "pytorch"],
+         "RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT not set"),
         (["{cfg}", "--resume", "nowhere.pth"], "no checkpoint at"),
     ],
 )
 def test_cli_errors_are_one_clear_line_with_the_config_error_exit_code(tmp_path, args, message):
     config = write_config(tmp_path / "cfg.py", make_cfg(tmp_path / "wd"))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    result = subprocess.run([str(BIN / "torchyard-train"), *[a.format(cfg=config) for a in args]], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    result = subprocess.run([str(BIN / "torchyard-train"), *[a.format(cfg=config) for a in args]],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr
     assert re.search(message, result.stderr), result.stderr

@@ -1,4 +1,6 @@
-"""Classification metrics, named and prefixed as in mmpretrain: ``accuracy/top1``, ``single-label/precision``."""
+"""Classification metrics, named and prefixed as in mmpretrain: ``accuracy/top1``,
+``single-label/precision``.
+"""
 
 from __future__ import annotations
 
@@ -49,14 +51,16 @@ class SingleLabelMetric(BaseMetric):
             raise ConfigError(f"SingleLabelMetric.average must be 'macro', 'micro' or None, got {average!r}")
         unknown = set(items) - set(self.items)
         if unknown:
-            raise ConfigError(f"SingleLabelMetric.items: unknown {sorted(unknown)}; known: {', '.join(self.items)}")
+            raise ConfigError(f"SingleLabelMetric.items: unknown {sorted(unknown)}; "
+                              f"known: {', '.join(self.items)}")
         self.num_classes = num_classes
         self.average = average
         self.selected = tuple(items)
 
     def process(self, batch: dict, outputs: torch.Tensor) -> None:
         preds = outputs.argmax(dim=1).cpu().tolist()
-        for index, pred, target in zip(batch["index"].tolist(), preds, batch["targets"].cpu().tolist(), strict=True):
+        for index, pred, target in zip(batch["index"].tolist(), preds, batch["targets"].cpu().tolist(),
+                                       strict=True):
             self.records.append((index, (pred, target)))
 
     def compute(self, records: list[Any]) -> dict[str, float]:
