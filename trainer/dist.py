@@ -162,6 +162,13 @@ def device_for(info: DistEnv) -> torch.device:
     return torch.device("cpu")
 
 
+def finish_distributed(info: DistEnv) -> None:
+    """Wait until every rank is done communicating. A rank that tears its gloo connections down while a
+    peer still uses them can abort that peer at exit ("terminate called without an active exception")."""
+    if info.distributed and dist.is_initialized():
+        dist.barrier()
+
+
 def destroy_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -23,7 +23,13 @@ import torchyard.trainer.visualization  # noqa: F401 - importing registers the b
 from torchyard.trainer.checkpoint import CheckpointManager, load_checkpoint, resolve_checkpoint
 from torchyard.trainer.config import Config, ConfigError
 from torchyard.trainer.data import build_dataloader
-from torchyard.trainer.dist import all_reduce_max, destroy_distributed, device_for, init_distributed
+from torchyard.trainer.dist import (
+    all_reduce_max,
+    destroy_distributed,
+    device_for,
+    finish_distributed,
+    init_distributed,
+)
 from torchyard.trainer.evaluation import Evaluator
 from torchyard.trainer.hooks import build_hooks
 from torchyard.trainer.logger import format_metrics, setup_logger
@@ -48,9 +54,15 @@ class Runner:
         self.work_dir = Path(cfg.get("work_dir") or Path("work_dirs") / Path(cfg.filename or "run").stem)
         self.env = init_distributed(cfg.get("launcher", "none"))
         self.device = device_for(self.env)
-        self.logger = setup_logger(self.work_dir, self.env.rank, log_name, cfg.get("log_level", "INFO"))
+        try:
+            self.logger = setup_logger(self.work_dir, self.env.rank, log_name, cfg.get("log_level", "INFO"))
+        except OSError as err:
+            raise ConfigError(f"work_dir {self.work_dir}: cannot create or write it ({err.strerror or err}); "
+                              "set a writable work_dir (--work-dir)") from None
         randomness = cfg.get("randomness") or {}
         self.seed = randomness.get("seed", 0)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"randomness.seed: must be an integer, got {self.seed!r}")
         self.deterministic = randomness.get("deterministic", False)
         seed_everything(self.seed, self.env.rank, self.deterministic)
         model = MODELS.build(cfg.model, where="model").to(self.device)
@@ -133,6 +145,7 @@ class Runner:
             self.stop.restore()
             self.call_hook("after_run")
         self.call_hook("after_train")
+        finish_distributed(self.env)
         self.logger.info(f"training finished: {self.iter} iterations, {self.epoch} epochs in "
                          f"{time.perf_counter() - start:.1f} s")
         return self.last_metrics
@@ -310,6 +323,7 @@ class Runner:
         metrics = run_eval_loop(self, loader, evaluator, mode="test")
         self.call_hook("after_test", metrics=metrics)
         self.call_hook("after_run")
+        finish_distributed(self.env)
         self.logger.info(f"test: {format_metrics(metrics)}")
         return metrics
 
