@@ -10,7 +10,8 @@ TOOLS  ?= .tools
 HELM   := $(TOOLS)/bin/helm
 CHART  := charts/torchyard
 
-.PHONY: demo-tasks install system-deps tools chart-crds chart-test images demo test test-fast lint bench slurm-submit clean
+.PHONY: demo-tasks install system-deps tools chart-crds chart-test images demo test test-fast lint bench bench-env \
+	slurm-submit clean
 
 install: $(BIN)/.installed
 
@@ -79,8 +80,21 @@ chart-test: install tools
 images:
 	images/build.sh
 
-bench: install
-	$(BIN)/python bench/trainer_overhead.py
+# Every benchmark, the summary table in bench/results.md and its chart bench/results.png (~7 min on 2 cores).
+# The benches run in their own gitignored venv, bench/.venv, which also holds mmengine for the comparison.
+BENCH_VENV := bench/.venv
+bench: bench-env
+	$(BENCH_VENV)/bin/python bench/run_all.py
+
+bench-env: $(BENCH_VENV)/.installed
+
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet $(TORCH)
+	$(BENCH_VENV)/bin/pip install --quiet mmengine==0.10.7 $(TORCH)
+	$(BENCH_VENV)/bin/pip install --quiet -e '.[trainer,operator,dev]' $(TORCH)
+	touch $@
 
 JOB ?= examples/trainjob.yaml
 # Submit a job file to Slurm from a login node: make slurm-submit JOB=examples/trainjob.yaml [ARGS=--follow]

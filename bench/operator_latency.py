@@ -13,6 +13,8 @@ notes when each pod appears. Measured:
 4. operator CPU seconds per reconcile during the burst (CPU from /proc, reconciles from /metrics).
 
 Targets from issue 5: p50 < 50 ms single job; burst < 10 s end to end. Nothing asserts on timing.
+The table is printed and written to bench/results.md, replacing that file's ``## operator_latency`` section;
+``--json FILE`` also writes the numbers for bench/report.py.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import json
 import os
 import re
 import socket
@@ -43,6 +46,8 @@ from torchyard.operator.api import load_job  # isort: skip
 
 TRAINJOBS = resource_path("torchyard.dev/v1alpha1", "trainjobs", "default")
 PODS = resource_path("v1", "pods", "default")
+RESULTS = Path(__file__).with_name("results.md")
+SECTION = "## operator_latency"
 JOB = {
     "apiVersion": "torchyard.dev/v1alpha1",
     "kind": "TrainJob",
@@ -181,12 +186,14 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--single", type=int, default=30, help="single-job repetitions")
     parser.add_argument("--burst", type=int, default=200, help="jobs in the burst")
     parser.add_argument("--nodes", type=int, default=2, help="pods per job")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, help="also write the numbers here (for bench/report.py)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave bench/results.md alone")
+    args = parser.parse_args(argv)
     base = asyncio.run(baseline(args))
     op = asyncio.run(with_operator(args))
     rows = [
@@ -194,14 +201,62 @@ def main() -> None:
         ("single job p95 (ms)", pct(op["single"], 95) * 1e3, pct(base["single"], 95) * 1e3, ""),
         (f"burst {args.burst} x {args.nodes} (s)", op["burst"], base["burst"], "< 10"),
     ]
-    print(f"{'create -> all pods exist':28} {'operator':>10} {'emulator only':>14} {'ratio':>7}  target")
-    for label, value, reference, target in rows:
-        print(f"{label:28} {value:10.1f} {reference:14.1f} {value / reference:7.1f}  {target}")
     per = op["cpu"] / op["reconciles"] if op["reconciles"] else float("nan")
-    print(
-        f"operator CPU during the burst: {op['cpu']:.2f} s for {op['reconciles']:.0f} reconciles "
-        f"= {per * 1e3:.2f} ms CPU per reconcile (kopf's watch/index work included)"
+    lines = [
+        SECTION,
+        "",
+        f"TrainJob create -> all its pods exist, against the in-process API emulator; the operator runs as "
+        f"`torchyard operator run`. single: {args.single} jobs one after another; burst: {args.burst} jobs "
+        f"created at once, {args.nodes} pods each. Emulator only: the same objects created by plain API "
+        f"calls, no operator ({os.cpu_count()} CPUs, shared).",
+        "",
+        "| create -> all pods exist | operator | emulator only | ratio | target |",
+        "|---|---:|---:|---:|---|",
+        *(
+            f"| {label} | {value:.1f} | {reference:.1f} | {value / reference:.1f}x | {target} |"
+            for label, value, reference, target in rows
+        ),
+        "",
+        f"Operator CPU during the burst: {op['cpu']:.2f} s for {op['reconciles']:.0f} reconciles = "
+        f"{per * 1e3:.2f} ms CPU per reconcile (kopf's watch and index work included).",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "single_p50": pct(op["single"], 50),
+                    "single_p95": pct(op["single"], 95),
+                    "base_single_p50": pct(base["single"], 50),
+                    "base_single_p95": pct(base["single"], 95),
+                    "burst": op["burst"],
+                    "base_burst": base["burst"],
+                    "burst_jobs": args.burst,
+                    "nodes": args.nodes,
+                    "cpu": op["cpu"],
+                    "reconciles": op["reconciles"],
+                    "cpu_per_reconcile": per,
+                    "single": op["single"],
+                    "base_single": base["single"],
+                },
+                indent=1,
+            )
+        )
+    if not args.no_write:
+        write_section(text)
+
+
+def write_section(text: str) -> None:
+    """Replace this bench's section of results.md (its heading up to the next ``## ``); keep the rest."""
+    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+    new = (
+        pattern.sub(lambda _: text + "\n", old, count=1)
+        if pattern.search(old)
+        else old.rstrip() + "\n\n" + text
     )
+    RESULTS.write_text(new.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":

@@ -11,12 +11,14 @@ and the ratio and overhead of torchyard's path. Nothing asserts on timing.
     tests/slurm/cluster.sh start && export SLURM_CONF=/tmp/torchyard-slurm/slurm.conf
     .venv/bin/python bench/slurm_submit.py                 # --rounds 5; --start-cluster starts and stops it
 
-The table is printed and written to bench/results.md, replacing that file's ``## slurm_submit`` section.
+The table is printed and written to bench/results.md, replacing that file's ``## slurm_submit`` section;
+``--json FILE`` also writes the numbers for bench/report.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -54,8 +56,20 @@ def state(job_id: str) -> str:
     return out.stdout.strip()
 
 
+def settle_nodes(timeout: float = 60) -> None:
+    """Wait until no node is still COMPLETING the job before: a job submitted meanwhile waits for the next
+    scheduler pass (~0.9 s here) instead of starting at once, whichever way it was submitted."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True, timeout=30)
+        if "comp" not in out.stdout:
+            return
+        time.sleep(0.05)
+
+
 def timed_submit(argv: list[str], cwd: Path) -> tuple[float, float]:
     """(seconds the submit command took, seconds until RUNNING); the job is cancelled afterwards."""
+    settle_nodes()
     start = time.perf_counter()
     result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120)
     submitted = time.perf_counter() - start
@@ -76,7 +90,7 @@ def timed_submit(argv: list[str], cwd: Path) -> tuple[float, float]:
     return submitted, running
 
 
-def run(rounds: int) -> str:
+def run(rounds: int) -> tuple[str, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
         (cwd / "configs").symlink_to(REPO / "configs")
@@ -89,8 +103,8 @@ def run(rounds: int) -> str:
         }
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in methods}
         timed_submit(methods["hand-written sbatch"], cwd)  # warm up the controller and the page cache
-        for _ in range(rounds):
-            for name, argv in methods.items():
+        for round_ in range(rounds):
+            for name, argv in list(methods.items())[:: 1 if round_ % 2 else -1]:  # alternate the order
                 times[name].append(timed_submit(argv, cwd))
     medians = {
         name: (statistics.median(t[0] for t in rows), statistics.median(t[1] for t in rows))
@@ -101,17 +115,28 @@ def run(rounds: int) -> str:
         SECTION,
         "",
         f"Submit -> RUNNING of a 2-node job on tests/slurm/cluster.sh, median of {rounds} interleaved rounds "
-        f"({os.cpu_count()} CPUs).",
+        f"({os.cpu_count()} CPUs); each submit waits until no node is still completing the job before.",
         "",
         "| method | submit command (ms) | submit -> RUNNING (ms) |",
         "|---|---:|---:|",
         *(f"| {name} | {s * 1000:.0f} | {r * 1000:.0f} |" for name, (s, r) in medians.items()),
         "",
+        "to RUNNING per round (ms): "
+        + "; ".join(f"{name} {', '.join(f'{t[1] * 1000:.0f}' for t in ts)}" for name, ts in times.items()),
+        "",
         f"torchyard / hand-written to RUNNING: {ours[1] / hand[1]:.2f}x, "
         f"overhead {(ours[1] - hand[1]) * 1000:+.0f} ms "
         f"(submit command alone: {(ours[0] - hand[0]) * 1000:+.0f} ms).",
     ]
-    return "\n".join(lines) + "\n"
+    numbers = {
+        "torchyard_submit": ours[0],
+        "torchyard_running": ours[1],
+        "hand_submit": hand[0],
+        "hand_running": hand[1],
+        "rounds": rounds,
+        "times": times,
+    }
+    return "\n".join(lines) + "\n", numbers
 
 
 def write_section(text: str) -> None:
@@ -132,17 +157,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--start-cluster", action="store_true", help="start tests/slurm/cluster.sh, stop it after"
     )
+    parser.add_argument("--json", type=Path, help="also write the numbers here (for bench/report.py)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/results.md alone")
     args = parser.parse_args(argv)
     if args.start_cluster:
         out = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True, check=True).stdout
         os.environ["SLURM_CONF"] = re.search(r"SLURM_CONF=(\S+)", out).group(1)
     try:
-        text = run(args.rounds)
+        text, numbers = run(args.rounds)
     finally:
         if args.start_cluster:
             subprocess.run([str(CLUSTER), "stop"], capture_output=True, check=False)
     print(text, end="")
+    if args.json:
+        args.json.write_text(json.dumps(numbers, indent=1))
     if not args.no_write:
         write_section(text)
 

@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import functools
 import gc
+import json
 import os
 import platform
 import re
@@ -77,17 +78,26 @@ class Clock:
     def rates(self, dataset_len: int) -> tuple[float, float]:
         """Samples per wall-clock second and per CPU second of this process, over the timed iterations."""
         per_epoch = -(-dataset_len // BATCH_SIZE)
-        samples = sum(min(BATCH_SIZE, dataset_len - (i % per_epoch) * BATCH_SIZE)
-                      for i in range(self.warmup, self.total))
+        samples = sum(
+            min(BATCH_SIZE, dataset_len - (i % per_epoch) * BATCH_SIZE)
+            for i in range(self.warmup, self.total)
+        )
         return samples / (self.end[0] - self.start[0]), samples / (self.end[1] - self.start[1])
 
 
 def make_loader(dataset: DigitsDataset) -> DataLoader:
-    return DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True, num_workers=0, drop_last=False,
-                      generator=torch.Generator().manual_seed(SEED))
+    return DataLoader(
+        dataset,
+        batch_size=BATCH_SIZE,
+        shuffle=True,
+        num_workers=0,
+        drop_last=False,
+        generator=torch.Generator().manual_seed(SEED),
+    )
 
 
 # ---- 1. bare PyTorch -------------------------------------------------------------------------------------
+
 
 def run_bare(clock: Clock, work_dir: Path, log_interval: int) -> tuple[float, float]:
     torch.manual_seed(SEED)
@@ -117,6 +127,7 @@ def run_bare(clock: Clock, work_dir: Path, log_interval: int) -> tuple[float, fl
 
 # ---- 2. torchyard ----------------------------------------------------------------------------------------
 
+
 class TorchyardClockHook(Hook):
     priority = 100  # after every built-in hook
 
@@ -128,17 +139,23 @@ class TorchyardClockHook(Hook):
 
 
 def run_torchyard(clock: Clock, work_dir: Path, log_interval: int) -> tuple[float, float]:
-    cfg = Config(dict(
-        work_dir=str(work_dir),
-        model=dict(type="DigitsCNN", **MODEL),
-        train_dataloader=dict(batch_size=BATCH_SIZE, num_workers=0, sampler=dict(shuffle=True),
-                              dataset=dict(type="DigitsDataset", split="train")),
-        optim_wrapper=dict(optimizer=dict(type="SGD", **SGD)),
-        param_scheduler=[dict(type="CosineAnnealingLR", by_epoch=False, eta_min=ETA_MIN)],
-        train_cfg=dict(by_epoch=False, max_iters=clock.total),
-        default_hooks=dict(logger=dict(type="LoggerHook", interval=log_interval), checkpoint=None),
-        randomness=dict(seed=SEED, deterministic=False),
-    ))
+    cfg = Config(
+        dict(
+            work_dir=str(work_dir),
+            model=dict(type="DigitsCNN", **MODEL),
+            train_dataloader=dict(
+                batch_size=BATCH_SIZE,
+                num_workers=0,
+                sampler=dict(shuffle=True),
+                dataset=dict(type="DigitsDataset", split="train"),
+            ),
+            optim_wrapper=dict(optimizer=dict(type="SGD", **SGD)),
+            param_scheduler=[dict(type="CosineAnnealingLR", by_epoch=False, eta_min=ETA_MIN)],
+            train_cfg=dict(by_epoch=False, max_iters=clock.total),
+            default_hooks=dict(logger=dict(type="LoggerHook", interval=log_interval), checkpoint=None),
+            randomness=dict(seed=SEED, deterministic=False),
+        )
+    )
     runner = Runner(cfg)
     runner.hooks.append(TorchyardClockHook(clock))
     runner.train()
@@ -147,6 +164,7 @@ def run_torchyard(clock: Clock, work_dir: Path, log_interval: int) -> tuple[floa
 
 
 # ---- 3. mmengine -----------------------------------------------------------------------------------------
+
 
 def mmengine_unavailable() -> str | None:
     try:
@@ -157,8 +175,9 @@ def mmengine_unavailable() -> str | None:
     return None
 
 
-def run_mmengine(clock: Clock, work_dir: Path, log_interval: int,
-                 by_epoch: bool = True) -> tuple[float, float]:
+def run_mmengine(
+    clock: Clock, work_dir: Path, log_interval: int, by_epoch: bool = True
+) -> tuple[float, float]:
     from mmengine.hooks import Hook as MMHook
     from mmengine.model import BaseModel as MMBaseModel
     from mmengine.runner import Runner as MMRunner
@@ -189,13 +208,20 @@ def run_mmengine(clock: Clock, work_dir: Path, log_interval: int,
         experiment_name=f"trainer_overhead_{work_dir.name}",  # unique: mmengine keys global loggers by it
         train_dataloader=loader,
         optim_wrapper=dict(optimizer=dict(type="SGD", **SGD)),
-        param_scheduler=dict(type="CosineAnnealingLR", by_epoch=False, begin=0, end=clock.total,
-                             T_max=clock.total, eta_min=ETA_MIN),
+        param_scheduler=dict(
+            type="CosineAnnealingLR",
+            by_epoch=False,
+            begin=0,
+            end=clock.total,
+            T_max=clock.total,
+            eta_min=ETA_MIN,
+        ),
         # Epoch-based by default: mmengine's IterBasedTrainLoop sleeps 2 s at every epoch boundary (one digits
         # epoch is 45 iterations), which swamps the per-step cost; "mmengine_iters" measures that loop. The
         # clock stops at clock.total; the rest of the last epoch runs untimed.
         train_cfg=dict(by_epoch=True, max_epochs=-(-clock.total // len(loader)), val_interval=10**6)
-        if by_epoch else dict(by_epoch=False, max_iters=clock.total, val_interval=10**6),
+        if by_epoch
+        else dict(by_epoch=False, max_iters=clock.total, val_interval=10**6),
         default_hooks=dict(logger=dict(type="LoggerHook", interval=log_interval), checkpoint=None),
         custom_hooks=[MMClockHook()],
         randomness=dict(seed=SEED),
@@ -208,8 +234,12 @@ def run_mmengine(clock: Clock, work_dir: Path, log_interval: int,
 
 # ---- measurement and report ------------------------------------------------------------------------------
 
-METHODS = {"bare": run_bare, "torchyard": run_torchyard, "mmengine": run_mmengine,
-           "mmengine_iters": functools.partial(run_mmengine, by_epoch=False)}
+METHODS = {
+    "bare": run_bare,
+    "torchyard": run_torchyard,
+    "mmengine": run_mmengine,
+    "mmengine_iters": functools.partial(run_mmengine, by_epoch=False),
+}
 DEFAULT_METHODS = "bare,torchyard,mmengine"
 
 
@@ -227,8 +257,10 @@ def machine() -> str:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{model.group(1) if model else platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores "
-            f"({usable} usable), Python {platform.python_version()}, torch {torch.__version__}")
+    return (
+        f"{model.group(1) if model else platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores "
+        f"({usable} usable), Python {platform.python_version()}, torch {torch.__version__}"
+    )
 
 
 def command() -> str:
@@ -264,33 +296,59 @@ def report(rates: Rates, unavailable: str | None, args: argparse.Namespace) -> s
         if name not in rates:
             lines.append(f"| {name} | unavailable: {unavailable} | | | | | |")
             continue
-        lines.append(f"| {name} | {wall[name]:.0f} | {wall[name] / wall['bare']:.3f}x | {best[name]:.0f} | "
-                     f"{best[name] / best['bare']:.3f}x | {cpu[name]:.0f} | {cpu[name] / cpu['bare']:.3f}x |")
+        lines.append(
+            f"| {name} | {wall[name]:.0f} | {wall[name] / wall['bare']:.3f}x | {best[name]:.0f} | "
+            f"{best[name] / best['bare']:.3f}x | {cpu[name]:.0f} | {cpu[name] / cpu['bare']:.3f}x |"
+        )
     lines.append("")
-    lines.append("samples/s per round: " + "; ".join(
-        f"{name} {', '.join(f'{r[0]:.0f}' for r in runs)}" for name, runs in rates.items()))
+    lines.append(
+        "samples/s per round: "
+        + "; ".join(f"{name} {', '.join(f'{r[0]:.0f}' for r in runs)}" for name, runs in rates.items())
+    )
     lines.append("")
 
     def ratios(a: str, b: str) -> str:
-        return (f"{wall[a] / wall[b]:.3f}x median, {best[a] / best[b]:.3f}x best, "
-                f"{cpu[a] / cpu[b]:.3f}x CPU median")
+        return (
+            f"{wall[a] / wall[b]:.3f}x median, {best[a] / best[b]:.3f}x best, "
+            f"{cpu[a] / cpu[b]:.3f}x CPU median"
+        )
 
     if "torchyard" in rates:
         lines.append(f"- torchyard / bare: {ratios('torchyard', 'bare')} (target >= 0.97x)")
         if "mmengine" in rates:
             from mmengine import __version__ as mmengine_version
 
-            lines.append(f"- torchyard / mmengine {mmengine_version}: {ratios('torchyard', 'mmengine')} "
-                         "(target >= 1.15x)")
+            lines.append(
+                f"- torchyard / mmengine {mmengine_version}: {ratios('torchyard', 'mmengine')} "
+                "(target >= 1.15x)"
+            )
         else:
             lines.append(f"- torchyard / mmengine: unavailable (target >= 1.15x): {unavailable}")
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    """Replace this bench's section of results.md (its heading up to the next ``## ``); keep the rest."""
+def summary(rates: Rates, unavailable: str | None) -> dict:
+    """The medians and ratios bench/report.py puts in the summary table."""
+    wall = {name: statistics.median(r[0] for r in runs) for name, runs in rates.items()}
+    cpu = {name: statistics.median(r[1] for r in runs) for name, runs in rates.items()}
+    rounds = {name: [r[0] for r in runs] for name, runs in rates.items()}
+    result = {
+        "wall": wall,
+        "cpu": cpu,
+        "rounds": rounds,
+        "mmengine_unavailable": unavailable if "mmengine" not in rates else None,
+    }
+    if "mmengine" in rates:
+        from mmengine import __version__ as mmengine_version
+
+        result["mmengine_version"] = mmengine_version
+    return result
+
+
+def write_section(text: str, section: str = SECTION) -> None:
+    """Replace a bench's section of results.md (its heading up to the next ``## ``); keep the rest."""
     old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+    pattern = re.compile(rf"^{re.escape(section)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
     if pattern.search(old):
         new = pattern.sub(lambda _: text + "\n", old, count=1)
     else:
@@ -305,26 +363,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every method")
     parser.add_argument("--log-interval", type=int, default=50, help="iterations between log lines")
-    parser.add_argument("--methods", default=DEFAULT_METHODS,
-                        help=f"comma-separated, of {', '.join(METHODS)}; bare always runs")
+    parser.add_argument(
+        "--methods",
+        default=DEFAULT_METHODS,
+        help=f"comma-separated, of {', '.join(METHODS)}; bare always runs",
+    )
+    parser.add_argument("--json", type=Path, help="also write the numbers here (for bench/report.py)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/results.md alone")
     args = parser.parse_args(argv)
 
     chosen = {"bare", *args.methods.split(",")}
     unavailable = mmengine_unavailable() if chosen & {"mmengine", "mmengine_iters"} else "not run (--methods)"
-    methods = [name for name in METHODS
-               if name in chosen and not (name.startswith("mmengine") and unavailable)]
+    methods = [
+        name for name in METHODS if name in chosen and not (name.startswith("mmengine") and unavailable)
+    ]
     rates: Rates = {name: [] for name in methods}
     for round_ in range(args.rounds):
         # Rotate the order so that no method always runs first (or right after the same neighbour).
-        order = methods[round_ % len(methods):] + methods[:round_ % len(methods)]
+        order = methods[round_ % len(methods) :] + methods[: round_ % len(methods)]
         for name in order:
             rates[name].append(measure(name, args))
             wall, cpu = rates[name][-1]
-            print(f"round {round_ + 1}/{args.rounds} {name}: {wall:.0f} samples/s, {cpu:.0f} samples/CPU-s",
-                  file=sys.stderr)
+            print(
+                f"round {round_ + 1}/{args.rounds} {name}: {wall:.0f} samples/s, {cpu:.0f} samples/CPU-s",
+                file=sys.stderr,
+            )
     text = report(rates, unavailable, args)
     print(text)
+    if args.json:
+        args.json.write_text(json.dumps(summary(rates, unavailable), indent=1))
     if not args.no_write:
         write_section(text)
 

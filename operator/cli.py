@@ -13,29 +13,40 @@ parsers it adds set `func(args) -> exit code`. To add a group, write the module 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-from torchyard.operator import cli_jobs, cli_operator, cli_slurm, cli_tools
 from torchyard.operator.api import SpecError
 from torchyard.operator.command import RenderError
 
-COMMAND_GROUPS = [cli_jobs, cli_slurm, cli_operator, cli_tools]
+# Each group's module and the commands it adds. `torchyard COMMAND ...` imports only COMMAND's module, so that
+# e.g. `torchyard slurm submit` does not pay for the operator's imports; --help and typos import them all.
+COMMAND_GROUPS = {
+    "torchyard.operator.cli_jobs": ("validate", "render", "run", "crds"),
+    "torchyard.operator.cli_slurm": ("slurm",),
+    "torchyard.operator.cli_operator": ("operator", "dev-cluster"),
+    "torchyard.operator.cli_tools": ("tools",),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every command group, or with only the group that adds `command`."""
     parser = argparse.ArgumentParser(
         prog="torchyard",
         description="Run PyTorch distributed training and evaluation the same way on a laptop, "
         "Kubernetes and Slurm, from one TrainJob/TestJob file.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in COMMAND_GROUPS:
-        group.register(commands)
+    for module, names in COMMAND_GROUPS.items():
+        if command is None or command in names:
+            importlib.import_module(module).register(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    known = {name for names in COMMAND_GROUPS.values() for name in names}
+    parser = build_parser(argv[0] if argv and argv[0] in known else None)
     # `torchyard tools` hands its options (even --help) to the trainer's own tool parser.
     args, rest = parser.parse_known_args(argv)
     if rest and not getattr(args, "passthrough", False):

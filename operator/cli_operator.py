@@ -5,6 +5,9 @@ Try the operator without a cluster, in three terminals:
     torchyard dev-cluster --emulator --port 8001 --kubeconfig dev.kubeconfig --volumes runs/
     KUBECONFIG=dev.kubeconfig torchyard operator run --metrics-port 8080
     KUBECONFIG=dev.kubeconfig kubectl apply -f examples/trainjob.yaml   # or any API client
+
+On a Slurm login node, `torchyard operator run --backend slurm --submit-dir DIR` submits the same objects
+through sbatch instead of creating pods (operator/slurm_operator.py).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal
 from pathlib import Path
 
@@ -41,6 +45,27 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
     run.add_argument("--verbose", "-v", action="store_true", help="debug logs")
+    run.add_argument(
+        "--backend",
+        choices=("pods", "slurm"),
+        default="pods",
+        help="pods: run jobs as pods (default); slurm: submit them through sbatch (run this where sbatch "
+        "works; see operator/slurm_operator.py)",
+    )
+    run.add_argument(
+        "--submit-dir",
+        type=Path,
+        default=Path.cwd(),
+        metavar="DIR",
+        help="with --backend slurm: submit from here (configs, work dirs are relative to it); default: here",
+    )
+    run.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="with --backend slurm: look at each job's Slurm state this often (default 10)",
+    )
     run.set_defaults(func=operator_run)
 
     dev = commands.add_parser(
@@ -91,9 +116,21 @@ def operator_run(args: argparse.Namespace) -> int:
         verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.json_logs else kopf.LogFormat.FULL
     )
     config = OperatorConfig(namespaces=list(args.namespace), metrics_port=args.metrics_port)
+    if args.backend == "slurm":
+        from torchyard.operator.slurm_operator import SlurmConfig, build_slurm_registry, slurm_memo
+
+        if shutil.which("sbatch") is None:
+            raise SystemExit(
+                "torchyard operator run --backend slurm: sbatch not found on PATH; run it where Slurm's "
+                "commands work (a login node), or install them (Debian: apt-get install slurm-client)"
+            )
+        slurm = SlurmConfig(submit_dir=args.submit_dir.resolve(), poll_seconds=args.poll_seconds)
+        registry, memo = build_slurm_registry(), slurm_memo(config, slurm)
+    else:
+        registry, memo = build_registry(), memo_for(config)
     kopf.run(
-        registry=build_registry(),
-        memo=memo_for(config),
+        registry=registry,
+        memo=memo,
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         standalone=args.peering is None,

@@ -1,15 +1,11 @@
-"""A real single-host Slurm for the session (tests/slurm/cluster.sh), and helpers to run `torchyard slurm`.
-
-The cluster starts once, at the first test that asks for it, and stops at the end of the session. It needs
-root (apt-get, munged, slurmd) unless Slurm is already installed and running; otherwise those tests skip.
-"""
+"""Helpers to run `torchyard slurm` on the session's real Slurm (the `slurm_cluster` fixture, in
+tests/conftest.py: tests/operator's Slurm-mode tests share it)."""
 
 from __future__ import annotations
 
 import copy
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,27 +16,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-CLUSTER = Path(__file__).with_name("cluster.sh")
 TORCHYARD = Path(sys.executable).with_name("torchyard")
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """Start tests/slurm/cluster.sh once; SLURM_CONF points at it for the session."""
-    if os.geteuid() != 0 and shutil.which("slurmctld") is None:
-        pytest.skip("a real Slurm needs root (to apt-get install and start it) or an installed one")
-    started = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True, timeout=900)
-    if started.returncode != 0:
-        pytest.fail(f"cluster.sh start failed:\n{started.stderr}{started.stdout}")
-    conf = next(line.split("=", 1)[1] for line in started.stdout.splitlines() if "SLURM_CONF=" in line)
-    previous = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = conf
-    yield conf
-    subprocess.run([str(CLUSTER), "stop"], capture_output=True, text=True, timeout=300)
-    if previous is None:
-        os.environ.pop("SLURM_CONF", None)
-    else:
-        os.environ["SLURM_CONF"] = previous
 
 
 def workspace(path: Path) -> Path:
