@@ -174,8 +174,14 @@ def _load_file(path: Path, included_from: Path | None) -> dict:
         return _load_python(path, text, where)
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"config {path}{where} is not valid {path.suffix[1:].upper()}: {err}") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"config {path}{where} is not valid JSON: line {err.lineno}, column {err.colno}: "
+                          f"{err.msg}") from None
+    except yaml.YAMLError as err:  # one line: where, and what (PyYAML's own text spans several)
+        mark = getattr(err, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config {path}{where} is not valid YAML: {at}{problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -115,6 +115,11 @@ def build_dataloader(cfg: dict, env: DistEnv, seed: int, train: bool, where: str
     if "dataset" not in cfg or "batch_size" not in cfg:
         raise ConfigError(f"{where}: needs 'dataset' and 'batch_size' (e.g. dict(batch_size=64, "
                           "dataset=dict(type='DigitsDataset', split='train')))")
+    for key, least in (("batch_size", 1), ("num_workers", 0)):
+        value = cfg.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            kind = "a positive" if least else "a non-negative"
+            raise ConfigError(f"{where}.{key}: must be {kind} integer, got {value!r}")
     dataset = DATASETS.build(cfg["dataset"], where=f"{where}.dataset")
     num_workers = cfg.get("num_workers", 0)
     sampler_cfg = cfg.get("sampler", {})

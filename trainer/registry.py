@@ -56,8 +56,9 @@ class Registry:
             return _import_dotted(type_, where)
         nearest = difflib.get_close_matches(type_, self._entries, n=1)
         hint = f" Did you mean {nearest[0]!r}?" if nearest else ""
+        shown = repr(type_) if len(type_) <= 100 else f"{type_[:80]!r}... ({len(type_)} characters)"
         raise ConfigError(
-            f"{where}: {type_!r} is not a registered {self.name}.{hint} "
+            f"{where}: {shown} is not a registered {self.name}.{hint} "
             f"Registered: {', '.join(self.names())}. "
             "Register it with @register() in a module listed in custom_imports, or give a dotted import path."
         )
@@ -78,7 +79,21 @@ class Registry:
                               f"{getattr(factory, '__name__', factory)}: {err}") from None
         except ValueError:  # some builtins have no signature; let the call itself complain
             pass
-        return factory(**kwargs)
+        name = getattr(factory, "__name__", factory)
+        try:
+            return factory(**kwargs)
+        except (TypeError, ValueError, MemoryError) as err:  # e.g. lr="fast", a negative size
+            raise ConfigError(f"{where}: {name} rejected its arguments: {_first_line(err)}") from err
+        except RuntimeError as err:
+            if "can't allocate memory" not in str(err) and "out of memory" not in str(err):
+                raise
+            raise ConfigError(f"{where}: building {name} needs more memory than there is: "
+                              f"{_first_line(err)}; check its sizes") from err
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def _import_dotted(path: str, where: str) -> Callable:

@@ -1,0 +1,77 @@
+"""SIGKILL of one rank of a 2-process torchrun job at seeded steps, during a checkpoint write and during
+validation; `--resume` then finishes with weights bit-identical to an uninterrupted deterministic run.
+
+(tests/trainer/test_runner.py kills at two fixed steps; these add seeded steps and the two risky moments.)
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from faults_helpers import module_text
+from test_runner import assert_same_training_state, final_state, make_cfg, run_trainer, write_config
+
+MAX_ITERS, CKPT_EVERY, VAL_EVERY = 40, 8, 20
+
+
+def _cfg(work_dir: Path, hooks: list | None = None) -> dict:
+    return make_cfg(
+        work_dir,
+        train_cfg=dict(by_epoch=False, max_iters=MAX_ITERS, val_interval=VAL_EVERY),
+        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=CKPT_EVERY)),
+        custom_hooks=hooks or [],
+    )
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> dict:
+    """The uninterrupted run every case compares with (run once for the module)."""
+    tmp = tmp_path_factory.mktemp("straight")
+    (tmp / "fault_hooks.py").write_text(module_text())
+    result = run_trainer(tmp, write_config(tmp / "cfg.py", _cfg(tmp / "wd")), nproc=2)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return final_state(tmp / "wd")
+
+
+def _seeded_step(seed: int) -> int:
+    return random.Random(seed).randint(1, MAX_ITERS - 1)
+
+
+CASES = [
+    *(
+        pytest.param(
+            [dict(type="KillAt", at=step, rank=1)],
+            step // CKPT_EVERY * CKPT_EVERY,
+            id=f"seed{seed}-iter{step}",
+        )
+        for seed, step in ((s, _seeded_step(s)) for s in (0, 1, 2))
+    ),
+    # rank 0 (the only writer) dies half-way through writing iter_24.pth: iter_16.pth is the last one
+    pytest.param([dict(type="DieWhileSaving", at=24)], 16, id="during-checkpoint-write"),
+    # rank 1 dies inside the validation of iteration 20 (after two val batches): iter_16.pth is the last one
+    pytest.param(
+        [dict(type="KillInValidation", at=VAL_EVERY, rank=1, batches=2)], 16, id="during-validation"
+    ),
+]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(("hooks", "resumed_at"), CASES)
+def test_rank_killed_then_resumed_is_bit_identical(tmp_path, straight, hooks, resumed_at):
+    (tmp_path / "fault_hooks.py").write_text(module_text())
+    work_dir = tmp_path / "wd"
+    killed = run_trainer(
+        tmp_path, write_config(tmp_path / "killed.py", _cfg(work_dir, hooks), "fault_hooks"), nproc=2
+    )
+    assert killed.returncode != 0, "the killed run must fail, not finish"
+    assert not (work_dir / f"iter_{MAX_ITERS}.pth").exists()
+
+    resumed_cfg = write_config(tmp_path / "resumed.py", _cfg(work_dir))
+    resumed = run_trainer(tmp_path, resumed_cfg, "--resume", nproc=2)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    if resumed_at:
+        assert f"resumed from {work_dir / f'iter_{resumed_at}.pth'}" in resumed.stdout, resumed.stdout[-3000:]
+    assert_same_training_state(straight, final_state(work_dir))
