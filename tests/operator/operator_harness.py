@@ -172,9 +172,16 @@ async def running_operator(cluster: Cluster, **config: Any) -> AsyncIterator[kop
     """kopf in its own thread and event loop (as in its own process), talking to the emulator."""
     config.setdefault("report_grace", 0.3)
     memo = memo_for(OperatorConfig(connection=cluster.info, **config))
+    async with running_kopf(build_registry(), memo, name="operator"):
+        yield memo
+
+
+@contextlib.asynccontextmanager
+async def running_kopf(registry: kopf.OperatorRegistry, memo: kopf.Memo, name: str) -> AsyncIterator[None]:
+    """Any kopf registry (the pod or the Slurm backend) running in its own thread until the block ends."""
     stop, ready = threading.Event(), threading.Event()
     operator = kopf.operator(
-        registry=build_registry(),
+        registry=registry,
         settings=kopf.OperatorSettings(),
         clusterwide=True,
         standalone=True,
@@ -182,11 +189,11 @@ async def running_operator(cluster: Cluster, **config: Any) -> AsyncIterator[kop
         stop_flag=stop,
         ready_flag=ready,
     )
-    thread = threading.Thread(target=asyncio.run, args=(operator,), name="operator", daemon=True)
+    thread = threading.Thread(target=asyncio.run, args=(operator,), name=name, daemon=True)
     thread.start()
     assert await asyncio.to_thread(ready.wait, 20), "the operator did not start"
     try:
-        yield memo
+        yield
     finally:
         stop.set()
         await asyncio.to_thread(thread.join, 30)

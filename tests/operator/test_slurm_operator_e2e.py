@@ -9,17 +9,15 @@ fails it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import subprocess
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import kopf
 import pytest
-from operator_harness import Cluster, running_cluster, train_job
+from operator_harness import Cluster, running_cluster, running_kopf, train_job
 
 from torchyard.operator.controller import OperatorConfig, job_path
 from torchyard.operator.slurm_operator import ANNOTATION, SlurmConfig, build_slurm_registry, slurm_memo
@@ -40,25 +38,8 @@ def submit_dir(tmp_path) -> Path:
 async def slurm_operator(cluster: Cluster, submit_dir: Path) -> AsyncIterator[kopf.Memo]:
     """`torchyard operator run --backend slurm`, in its own thread and event loop, against the emulator."""
     memo = slurm_memo(OperatorConfig(connection=cluster.info), SlurmConfig(submit_dir, poll_seconds=0.5))
-    stop, ready = threading.Event(), threading.Event()
-    operator = kopf.operator(
-        registry=build_slurm_registry(),
-        settings=kopf.OperatorSettings(),
-        clusterwide=True,
-        standalone=True,
-        memo=memo,
-        stop_flag=stop,
-        ready_flag=ready,
-    )
-    thread = threading.Thread(target=asyncio.run, args=(operator,), name="slurm-operator", daemon=True)
-    thread.start()
-    assert await asyncio.to_thread(ready.wait, 20), "the operator did not start"
-    try:
+    async with running_kopf(build_slurm_registry(), memo, name="slurm-operator"):
         yield memo
-    finally:
-        stop.set()
-        await asyncio.to_thread(thread.join, 30)
-        assert not thread.is_alive(), "the operator did not stop"
 
 
 def slurm_state(job_id: str) -> str:
