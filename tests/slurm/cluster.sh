@@ -129,7 +129,8 @@ start() {
     log "already running"
   else
     write_conf
-    pid_alive "$STATE/slurmctld.pid" || slurmctld -i
+    # -c: a test cluster starts empty; jobs saved by an earlier run (another session) would hold its nodes.
+    pid_alive "$STATE/slurmctld.pid" || slurmctld -c -i
     local node
     for node in "${NODES[@]}"; do
       pid_alive "$STATE/slurmd-$node.pid" || slurmd -N "$node"
