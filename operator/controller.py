@@ -97,6 +97,19 @@ class Expectations:
         return out + [pod for name, (pod, _) in self.created.items() if name not in seen]
 
 
+async def write_status(job: Any, new: dict[str, Any]) -> dict[str, Any]:
+    """Patch a job's status to `new` if it changed (either backend's job loop: kind, namespace, name, status,
+    api, state); returns the status as now stored."""
+    patch = status_patch(job.status, new)
+    if not patch:
+        return job.status
+    await job.api.patch(job_path(job.kind, job.namespace, job.name, "status"), {"status": patch})
+    job.state.metrics.transition(job.kind, job.namespace, job.status, new)
+    stored = {key: value for key, value in new.items() if value is not None}
+    job.state.metrics.observe_phase(job.kind, job.namespace, job.name, stored.get("phase"))
+    return stored
+
+
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """The merge patch turning status `old` into `new` (None deletes a key); {} when nothing changed."""
     patch = {}
@@ -245,13 +258,7 @@ class JobController:
         self.expectations.expect_deleted(pod)
 
     async def _write_status(self, new: dict[str, Any]) -> None:
-        patch = status_patch(self.status, new)
-        if not patch:
-            return
-        await self.api.patch(job_path(self.kind, self.namespace, self.name, "status"), {"status": patch})
-        self.state.metrics.transition(self.kind, self.namespace, self.status, new)
-        self.status = {key: value for key, value in new.items() if value is not None}
-        self.state.metrics.observe_phase(self.kind, self.namespace, self.name, self.status.get("phase"))
+        self.status = await write_status(self, new)
 
     async def delete_all(self, job_too: bool = False) -> None:
         """Delete the job's pods and Service (and the job): what garbage collection would do, done now."""

@@ -50,12 +50,13 @@ def parse_time(text: str | None) -> datetime.datetime | None:
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-class _Builder:
-    """Accumulates one decision: status edits (conditions with the same `now`), actions and events."""
+class StatusBuilder:
+    """Status edits of one decision, every condition stamped with the same `now` (shared by both backends)."""
 
-    def __init__(self, status: dict[str, Any], now: datetime.datetime) -> None:
+    def __init__(self, decision: Any, now: datetime.datetime) -> None:
         self.now, self.stamp = now, rfc3339(now)
-        self.d = Decision(status={**status, "conditions": list(status.get("conditions") or [])})
+        self.d = decision
+        self.d.status = {**decision.status, "conditions": list(decision.status.get("conditions") or [])}
 
     @property
     def status(self) -> dict[str, Any]:
@@ -76,6 +77,20 @@ class _Builder:
             self.d.events.append(("Warning" if warning else "Normal", reason, message))
         self.status["phase"] = phase.value
 
+    def mark_failed(self, reason: str, message: str) -> None:
+        self.cond(st.FAILED, "True", reason, message)
+        self.clear(st.RUNNING, reason, message)
+        self.clear(st.RESTARTING, reason, message)
+        self.status["completionTime"] = self.stamp
+        self.phase(Phase.FAILED, reason, message, warning=True)
+
+
+class _Builder(StatusBuilder):
+    """Accumulates one pod-path decision: status edits, pods to create or delete, events."""
+
+    def __init__(self, status: dict[str, Any], now: datetime.datetime) -> None:
+        super().__init__(Decision(status=status), now)
+
     def requeue(self, seconds: float) -> None:
         seconds = max(0.0, seconds)
         self.d.requeue = seconds if self.d.requeue is None else min(self.d.requeue, seconds)
@@ -88,11 +103,7 @@ class _Builder:
         self.d.delete += [p.name for p in pods if not p.deleting and p.name not in self.d.delete]
 
     def fail(self, reason: str, message: str, pods: list[PodState]) -> None:
-        self.cond(st.FAILED, "True", reason, message)
-        self.clear(st.RUNNING, reason, message)
-        self.clear(st.RESTARTING, reason, message)
-        self.status["completionTime"] = self.stamp
-        self.phase(Phase.FAILED, reason, message, warning=True)
+        self.mark_failed(reason, message)
         self.stop(pods)
 
 
@@ -254,7 +265,7 @@ def _create(
 ) -> None:
     ref = job.spec.from_train_job if isinstance(job, TestJob) and job.spec.command is None else None
     if ref is not None:
-        waiting = _train_job_problem(ref.name, train_job, train_status)
+        waiting = train_job_problem(ref.name, train_job, train_status)
         if waiting:
             failed = (train_status or {}).get("phase") == Phase.FAILED.value
             if failed:
@@ -279,7 +290,7 @@ def _create(
         b.d.events.append(("Normal", st.PODS_CREATED, message))
 
 
-def _train_job_problem(name: str, train_job: TrainJob | None, train_status: dict[str, Any] | None) -> str:
+def train_job_problem(name: str, train_job: TrainJob | None, train_status: dict[str, Any] | None) -> str:
     """Why the TestJob cannot start yet ('' when it can): its TrainJob must exist and have a checkpoint."""
     if train_job is None:
         return f"waiting for TrainJob {name!r} (spec.fromTrainJob) to exist in this namespace"

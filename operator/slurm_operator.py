@@ -34,7 +34,7 @@ from torchyard.operator import handlers
 from torchyard.operator import status as st
 from torchyard.operator.api import GROUP, VERSION, Job, SpecError, TestJob, TrainJob, load_job
 from torchyard.operator.command import POINTERS, RenderError, work_dir_path
-from torchyard.operator.controller import OperatorConfig, OperatorState, job_path, plural, status_patch
+from torchyard.operator.controller import OperatorConfig, OperatorState, job_path, plural, write_status
 from torchyard.operator.crds import KINDS
 from torchyard.operator.kube import ApiError, KubeApi
 from torchyard.operator.slurm_bridge import last_checkpoint, last_metrics, read_record, submit_job
@@ -311,10 +311,4 @@ class SlurmJob:
         kopf.warn(self.body, reason=reason, message=message)
 
     async def _write_status(self, new: dict[str, Any]) -> None:
-        patch = status_patch(self.status, new)
-        if not patch:
-            return
-        await self.api.patch(job_path(self.kind, self.namespace, self.name, "status"), {"status": patch})
-        self.state.metrics.transition(self.kind, self.namespace, self.status, new)
-        self.status = {key: value for key, value in new.items() if value is not None}
-        self.state.metrics.observe_phase(self.kind, self.namespace, self.name, self.status.get("phase"))
+        self.status = await write_status(self, new)

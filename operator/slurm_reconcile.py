@@ -26,7 +26,7 @@ from typing import Any
 from torchyard.operator import slurm_state as ss
 from torchyard.operator import status as st
 from torchyard.operator.api import Job, Phase, TestJob, TrainJob
-from torchyard.operator.reconcile import TERMINAL, _train_job_problem, parse_time, rfc3339
+from torchyard.operator.reconcile import TERMINAL, StatusBuilder, parse_time, train_job_problem
 
 SUBMITTED = ss.SUBMITTED  # condition reason: sbatch accepted the job
 
@@ -57,33 +57,12 @@ class SlurmDecision:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (Normal|Warning, reason, message)
 
 
-class _Builder:
+class _Builder(StatusBuilder):
     def __init__(self, status: dict[str, Any], now: datetime.datetime) -> None:
-        self.now, self.stamp = now, rfc3339(now)
-        self.d = SlurmDecision(status={**status, "conditions": list(status.get("conditions") or [])})
-        self.status = self.d.status
-
-    def cond(self, type_: str, value: str, reason: str, message: str) -> None:
-        self.status["conditions"] = st.set_condition(
-            self.status["conditions"], type_, value, reason, message, self.stamp
-        )
-
-    def clear(self, type_: str, reason: str, message: str) -> None:
-        self.status["conditions"] = st.clear_condition(
-            self.status["conditions"], type_, reason, message, self.stamp
-        )
-
-    def phase(self, phase: Phase, reason: str, message: str, warning: bool = False) -> None:
-        if self.status.get("phase") != phase.value:
-            self.d.events.append(("Warning" if warning else "Normal", reason, message))
-        self.status["phase"] = phase.value
+        super().__init__(SlurmDecision(status=status), now)
 
     def fail(self, reason: str, message: str) -> None:
-        self.cond(st.FAILED, "True", reason, message)
-        self.clear(st.RUNNING, reason, message)
-        self.clear(st.RESTARTING, reason, message)
-        self.status["completionTime"] = self.stamp
-        self.phase(Phase.FAILED, reason, message, warning=True)
+        self.mark_failed(reason, message)
 
     def counts(self, nodes: int, phase: Phase | None) -> None:
         """Per-node counts as on the pod path: the allocation's nodes are running, succeeded or failed."""
@@ -201,7 +180,7 @@ def _observe(b: _Builder, job: Job, info: dict[str, str]) -> None:
 def _submit(b: _Builder, job: Job, train_job: TrainJob | None, train_status: dict[str, Any] | None) -> None:
     ref = job.spec.from_train_job if isinstance(job, TestJob) and job.spec.command is None else None
     if ref is not None:
-        waiting = _train_job_problem(ref.name, train_job, train_status)
+        waiting = train_job_problem(ref.name, train_job, train_status)
         if waiting and (train_status or {}).get("phase") == Phase.FAILED.value:
             b.fail(st.TRAIN_JOB_FAILED, waiting)
             return
