@@ -33,6 +33,7 @@ def run_train_loop(runner: Runner) -> None:
     loader = runner.train_dataloader
     optim = runner.optim_wrapper
     runner.model.train()
+    runner.stop_if_requested(now=True)  # a stop during the setup ends here, not after the first steps
     while runner.iter < runner.max_iters:
         set_train_position(loader, runner.epoch, runner.inner_iter * loader.batch_size)
         runner.call_hook("before_train_epoch")

@@ -14,7 +14,13 @@ class StopRequest:
         self.signum = 0
         self._previous: dict[int, object] = {}
 
+    @property
+    def installed(self) -> bool:
+        return bool(self._previous)
+
     def install(self) -> StopRequest:
+        if self.installed:
+            return self
         for signum in STOP_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
         return self

@@ -16,6 +16,7 @@ import argparse
 import sys
 
 from torchyard.trainer.cli import add_common_args, load_config, run_main
+from torchyard.trainer.stop import StopRequest
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,10 +51,14 @@ def train(args: argparse.Namespace) -> dict:
         randomness["seed"] = args.seed
     if args.deterministic:
         randomness["deterministic"] = True
+    # Before the slow setup: SIGTERM from Kubernetes or Slurm while the runner is built must end in a clean
+    # stop, not kill this rank mid-rendezvous while the others wait for it.
+    stop = StopRequest().install()
     try:
-        runner = Runner(cfg)
+        runner = Runner(cfg, stop=stop)
         metrics = runner.train()
     finally:
+        stop.restore()
         # Also when building the runner failed after joining the group: a live group at exit aborts the
         # process.
         destroy_distributed()

@@ -347,3 +347,16 @@ def test_cli_errors_are_one_clear_line_with_the_config_error_exit_code(tmp_path,
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr
     assert re.search(message, result.stderr), result.stderr
+
+
+@pytest.mark.e2e
+def test_sigterm_to_one_rank_during_setup_stops_every_rank_cleanly(tmp_path):
+    """Slurm's scancel --signal=TERM reaches every process of a step, maybe before training starts."""
+    (tmp_path / "term_rank1_on_import.py").write_text(
+        "import os, signal\nif os.environ.get('RANK') == '1':\n    os.kill(os.getpid(), signal.SIGTERM)\n")
+    config = write_config(tmp_path / "early.py", make_cfg(tmp_path / "run"), "term_rank1_on_import")
+    stopped = run_trainer(tmp_path, config, nproc=2)
+    assert stopped.returncode != 0
+    assert "stopped: stopped by signal 15; resume from" in stopped.stderr, stopped.stderr[-3000:]
+    assert "Connection closed by peer" not in stopped.stderr
+    assert final_state(tmp_path / "run")["meta"]["iter"] == 0
