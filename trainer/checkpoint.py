@@ -4,6 +4,12 @@ A work dir looks like mmengine's: `epoch_3.pth` / `iter_3000.pth`, `best_<metric
 pointer files `last_checkpoint` and `best_checkpoint`, each holding the absolute path of a checkpoint.
 Every file is written to a hidden temp file and renamed into place, so a crash or a full disk leaves
 either the old file or the new one, never a torn one.
+
+With ``sync_in_background=True`` (the Runner's choice) `save` returns once the bytes are written and renamed
+into place: training goes on while a thread fsyncs the file and its directory, and only then moves the
+pointer file and rotates. A pointer therefore always names a durable checkpoint; a power loss in that window
+can tear only the newest file, which the pointer does not name yet and `load_resumable` skips. `wait()`
+(also called by every read and by the next save) joins that thread and raises what it failed with.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import pickle
 import re
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,7 +54,7 @@ class CorruptCheckpointError(CheckpointError):
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     """Write `state` to `path` atomically; on failure the previous file at `path` is left as it was."""
     path = Path(path)
-    _save(state, path, previous=path if path.is_file() else None)
+    _save(state, path, lambda: path if path.is_file() else None)
     return path
 
 
@@ -76,41 +83,100 @@ class CheckpointManager:
     """Saves, rotates and finds the checkpoints of one work dir. Only one process (rank 0) should save."""
 
     def __init__(
-        self, work_dir: str | os.PathLike, max_keep_ckpts: int = -1, logger: logging.Logger | None = None
+        self,
+        work_dir: str | os.PathLike,
+        max_keep_ckpts: int = -1,
+        logger: logging.Logger | None = None,
+        sync_in_background: bool = False,
     ):
         self.work_dir = Path(work_dir).absolute()
         self.max_keep_ckpts = max_keep_ckpts  # < 1 keeps all, as in mmengine's CheckpointHook
         self.logger = logger or logging.getLogger(__name__)
+        self.sync_in_background = sync_in_background
+        self._syncer: ThreadPoolExecutor | None = None  # one thread, reused: starting one per save costs more
+        self._pending: Future | None = None
+        self._swept = False
 
     def save(self, state: dict, filename: str) -> Path:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        # A writer killed mid-save leaves its temp file behind; reclaim that space before writing more.
-        for leftover in self.work_dir.iterdir():
-            if _STALE_TEMP.fullmatch(leftover.name):
-                leftover.unlink(missing_ok=True)
-        path = self.work_dir / filename
-        _save(state, path, previous=self.last())
-        self._point(LAST_POINTER, path)
-        self._rotate()
+        def publish() -> None:
+            self._point(LAST_POINTER, path)
+            self._rotate()
+
+        path = self._prepare(filename)
+        self._write(state, path, LAST_POINTER, publish)
         return path
 
     def save_best(self, state: dict, filename: str) -> Path:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        previous = self.best()
-        path = self.work_dir / filename
-        _save(state, path, previous=previous)
-        # Move the pointer before deleting the old best, so that it never names a missing file.
-        self._point(BEST_POINTER, path)
-        if previous is not None and not _same(previous, path) and not _same(previous, self.last()):
-            previous.unlink(missing_ok=True)
-            self.logger.info("removed previous best checkpoint %s", previous)
+        def publish() -> None:
+            previous = self._follow(BEST_POINTER)
+            # Move the pointer before deleting the old best, so that it never names a missing file.
+            self._point(BEST_POINTER, path)
+            last = self._follow(LAST_POINTER)
+            if previous is not None and not _same(previous, path) and not _same(previous, last):
+                previous.unlink(missing_ok=True)
+                self.logger.info("removed previous best checkpoint %s", previous)
+
+        path = self._prepare(filename)
+        self._write(state, path, BEST_POINTER, publish)
         return path
 
+    def wait(self) -> None:
+        """Block until the last save is durable and published; raise CheckpointError if that failed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
     def last(self) -> Path | None:
+        self.wait()
         return self._follow(LAST_POINTER)
 
     def best(self) -> Path | None:
+        self.wait()
         return self._follow(BEST_POINTER)
+
+    def _prepare(self, filename: str) -> Path:
+        self.wait()
+        if not self._swept:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            # A writer killed mid-save leaves its temp file behind; reclaim that space before writing more.
+            for leftover in self.work_dir.iterdir():
+                if _STALE_TEMP.fullmatch(leftover.name):
+                    leftover.unlink(missing_ok=True)
+            self._swept = True
+        return self.work_dir / filename
+
+    def _write(self, state: dict, path: Path, pointer: str, publish: Callable[[], None]) -> None:
+        def previous() -> Path | None:  # for error messages only: the pointer has not moved yet
+            return self._follow(pointer)
+
+        _save(state, path, previous, durable=not self.sync_in_background)
+        if not self.sync_in_background:
+            publish()
+            return
+        if self._syncer is None:
+            self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-sync")
+        self._pending = self._syncer.submit(self._make_durable, path, previous, publish)
+
+    def _make_durable(
+        self, path: Path, previous: Callable[[], Path | None], publish: Callable[[], None]
+    ) -> None:
+        try:
+            _fsync(path)
+            _fsync(path.parent)
+        except OSError as exc:
+            path.unlink(missing_ok=True)  # not durable, maybe torn: never where a resume would pick it up
+            raise CheckpointError(
+                f"could not write checkpoint {path} to disk: {_reason(exc)}; {_intact(previous())}; "
+                f"{_advice(exc)}"
+            ) from exc
+        try:
+            publish()
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(
+                f"saved {path} but could not update the pointer files or rotate: {_reason(exc)}"
+            ) from exc
 
     def load_resumable(self, map_location: str | torch.device = "cpu") -> tuple[Path, dict] | None:
         """The newest readable checkpoint and its state, skipping corrupt ones; None if there is none."""
@@ -168,7 +234,7 @@ class CheckpointManager:
             return
         # Numbers can go down (a run restarted without resume), so the checkpoint just saved is not
         # always among the newest: never delete what a pointer names.
-        protected = [self.last(), self.best()]
+        protected = [self._follow(LAST_POINTER), self._follow(BEST_POINTER)]
         for old in self._rotated()[: -self.max_keep_ckpts]:
             if not any(_same(old, p) for p in protected):
                 old.unlink(missing_ok=True)
@@ -200,39 +266,47 @@ def resolve_checkpoint(path_or_dir: str | os.PathLike, which: str = "best") -> P
     )
 
 
-def _save(state: dict, path: Path, previous: Path | None) -> None:
+def _save(state: dict, path: Path, previous: Callable[[], Path | None], durable: bool = True) -> None:
+    """`previous()` names the checkpoint a failure leaves in place, for the error message."""
     try:
-        _atomic_write(path, lambda f: torch.save(state, f))
+        _atomic_write(path, lambda f: torch.save(state, f), durable)
     except Exception as exc:
         # torch.save turns the OSError of a failed write (e.g. ENOSPC) into a vague RuntimeError.
         cause = _os_error_in(exc) or exc
-        intact = (
-            f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
-        )
         raise CheckpointError(
-            f"could not write checkpoint {path}: {_reason(cause)}; {intact}; {_advice(cause)}"
+            f"could not write checkpoint {path}: {_reason(cause)}; {_intact(previous())}; {_advice(cause)}"
         ) from exc
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write via a temp file beside `path`, then rename it over `path`: readers see old or new, never torn."""
+def _intact(previous: Path | None) -> str:
+    return f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object], durable: bool = True) -> None:
+    """Write via a temp file beside `path`, then rename it over `path`: readers see old or new, never torn.
+    `durable`: fsync the file before the rename and the directory after it (else the caller does)."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         # Not mkstemp: its mode 0600 would hide checkpoints from other users, such as evaluation pods.
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    # The rename lives in the directory; without this a power loss can undo it.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    if durable:
+        _fsync(path.parent)  # the rename lives in the directory; without this a power loss can undo it
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
 
 
 def _os_error_in(exc: BaseException | None) -> OSError | None:

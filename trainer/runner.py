@@ -48,7 +48,7 @@ DIST_STOP_CHECK_INTERVAL = 10
 
 
 class Runner:
-    def __init__(self, cfg: Config, log_name: str = "train.log") -> None:
+    def __init__(self, cfg: Config, log_name: str = "train.log", stop: StopRequest | None = None) -> None:
         import_custom_modules(cfg.get("custom_imports"))
         self.cfg = cfg
         self.work_dir = Path(cfg.get("work_dir") or Path("work_dirs") / Path(cfg.filename or "run").stem)
@@ -68,11 +68,11 @@ class Runner:
         model = MODELS.build(cfg.model, where="model").to(self.device)
         self.model = DistributedDataParallel(model) if self.env.distributed else model
         self.hooks = build_hooks({**DEFAULT_HOOKS, **cfg.get("default_hooks", {})}, cfg.get("custom_hooks"))
-        self.checkpoints = CheckpointManager(self.work_dir, logger=self.logger)
+        self.checkpoints = CheckpointManager(self.work_dir, logger=self.logger, sync_in_background=True)
         self.amp_dtype = None
         self.epoch = self.iter = self.inner_iter = 0
         self.data_time = 0.0
-        self.stop = StopRequest()
+        self.stop = stop or StopRequest()
         self._saved_at_iter = -1
         if self.env.is_main:
             cfg.dump(self.work_dir / f"{Path(cfg.filename or 'config').stem}.py")
@@ -137,12 +137,15 @@ class Runner:
 
         self.call_hook("before_run")
         self.call_hook("before_train")
+        owns_handlers = not self.stop.installed
         self.stop.install()
         start = time.perf_counter()
         try:
             run_train_loop(self)
         finally:
-            self.stop.restore()
+            if owns_handlers:
+                self.stop.restore()
+            self.checkpoints.wait()  # a stop or a crash still publishes the checkpoint it already wrote
             self.call_hook("after_run")
         self.call_hook("after_train")
         finish_distributed(self.env)
@@ -161,8 +164,11 @@ class Runner:
         self.call_hook("after_val", metrics=metrics)
         return metrics
 
-    def stop_if_requested(self) -> None:
-        if self.env.distributed and self.iter % DIST_STOP_CHECK_INTERVAL and self.inner_iter:
+    def stop_if_requested(self, now: bool = False) -> None:
+        """Save a checkpoint and raise TrainingInterrupted if any rank got a stop signal. Every rank must
+        call it at the same step: distributed, it checks only every DIST_STOP_CHECK_INTERVAL iterations,
+        at an epoch's start, or `now`."""
+        if self.env.distributed and not now and self.iter % DIST_STOP_CHECK_INTERVAL and self.inner_iter:
             return
         signum = all_reduce_max(self.stop.signum, self.env)
         if not signum:
@@ -329,8 +335,12 @@ class Runner:
 
 
     def close(self) -> None:
-        """Leave the process group; in-process users (tests, benchmarks) call this when done."""
-        destroy_distributed()
+        """Finish the last checkpoint and leave the process group; in-process users (tests, benchmarks) call
+        this when done."""
+        try:
+            self.checkpoints.wait()
+        finally:
+            destroy_distributed()
 
 
 def _positive(train_cfg: dict, key: str) -> int:

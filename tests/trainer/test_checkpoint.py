@@ -215,11 +215,50 @@ def test_full_disk_leaves_an_overwritten_file_intact(
     assert [p.name for p in tmp_path.iterdir()] == ["latest.pth"]
 
 
+def test_background_sync_publishes_a_checkpoint_once_it_is_on_disk(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path, max_keep_ckpts=1, sync_in_background=True)
+    first = manager.save({"iter": 1}, "iter_1.pth")
+    assert load_checkpoint(first) == {"iter": 1}  # readable at its name as soon as save returns
+    second = manager.save({"iter": 2}, "iter_2.pth")  # waits for the first to be published
+
+    assert manager.last() == second
+    assert (tmp_path / "last_checkpoint").read_text() == str(second)
+    assert not first.exists()  # rotated, after the pointer moved
+    best = manager.save_best({"iter": 2}, "best_acc_iter_2.pth")
+    assert manager.best() == best and manager.load_resumable()[0] == second
+
+
+def test_background_sync_failure_is_raised_by_the_next_call_and_keeps_the_previous(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = CheckpointManager(tmp_path, sync_in_background=True)
+    first = manager.save({"iter": 1}, "iter_1.pth")
+    manager.wait()
+    real_fsync = checkpoint._fsync
+
+    def fsync(path: Path) -> None:
+        if path.name == "iter_2.pth":
+            raise OSError(errno.ENOSPC, NO_SPACE)  # delayed allocation: a full disk shows at fsync
+        real_fsync(path)
+
+    monkeypatch.setattr(checkpoint, "_fsync", fsync)
+    second = manager.save({"iter": 2}, "iter_2.pth")
+    with pytest.raises(CheckpointError) as err:
+        manager.wait()
+
+    message = str(err.value)
+    assert f"could not write checkpoint {second} to disk: {NO_SPACE}" in message
+    assert f"the previous checkpoint {first} is intact" in message and "free space" in message
+    assert not second.exists()
+    assert manager.last() == first  # the error was raised once; the manager goes on
+    assert manager.load_resumable()[1] == {"iter": 1}
+
+
 # Saves ~50 MB checkpoints forever, resuming from what an earlier (killed) run left behind.
 _SAVER = """
 import sys, torch
 from torchyard.trainer.checkpoint import CheckpointManager
-manager = CheckpointManager(sys.argv[1], max_keep_ckpts=2)
+manager = CheckpointManager(sys.argv[1], max_keep_ckpts=2, sync_in_background=sys.argv[2] == "1")
 resumed = manager.load_resumable()
 first = resumed[1]["iter"] + 1 if resumed else 1
 for n in range(first, first + 100):
@@ -236,9 +275,13 @@ def _wait_until_saving(saver: subprocess.Popen, n: int | None = None) -> int:
     pytest.fail(f"the saver exited with code {saver.wait()} before saving {n}")
 
 
-def _kill_while_saving(work_dir: Path, rng: random.Random) -> int:
+def _kill_while_saving(work_dir: Path, rng: random.Random, sync_in_background: bool) -> int:
     """Run the saver, SIGKILL it a random moment after it starts a save; return the number of that save."""
-    saver = subprocess.Popen([sys.executable, "-c", _SAVER, str(work_dir)], stdout=subprocess.PIPE, text=True)
+    saver = subprocess.Popen(
+        [sys.executable, "-c", _SAVER, str(work_dir), str(int(sync_in_background))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         target = _wait_until_saving(saver) + rng.randint(1, 2)
         _wait_until_saving(saver, target)
@@ -251,17 +294,20 @@ def _kill_while_saving(work_dir: Path, rng: random.Random) -> int:
 
 
 @pytest.mark.e2e
-def test_sigkill_mid_save_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sync_in_background", [False, True])
+def test_sigkill_mid_save_leaves_a_loadable_checkpoint(tmp_path: Path, sync_in_background: bool) -> None:
+    # In the background, save n-1 may still be syncing while save n writes: a kill then loses both.
+    lag = 2 if sync_in_background else 1
     # One work dir throughout: each run resumes from the wreckage the previous kill left behind.
     for seed in range(5):
-        killed_during = _kill_while_saving(tmp_path, random.Random(seed))
+        killed_during = _kill_while_saving(tmp_path, random.Random(seed), sync_in_background)
 
         manager = CheckpointManager(tmp_path)
         last = manager.last()
         assert last is not None, f"seed {seed}"
         state = load_checkpoint(last)
         assert last.name == f"iter_{state['iter']}.pth"
-        assert state["iter"] >= killed_during - 1, f"seed {seed}: a finished save was lost"
+        assert state["iter"] >= killed_during - lag, f"seed {seed}: a finished save was lost"
         assert state["weights"][-1].item() == state["iter"]
         path, resumed = manager.load_resumable()
         assert path == last
