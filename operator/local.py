@@ -2,7 +2,8 @@
 
 Each "node" is one torchrun, given the pods' env contract with MASTER_ADDR=127.0.0.1 and a free port
 unless the spec sets one; output streams to this terminal and the job's exit code is returned. When one
-node fails the others are stopped, as their rendezvous could never complete.
+node fails the others are stopped, as their rendezvous could never complete, and the whole job restarts
+(up to backoffLimit times) unless rank 0 said a restart cannot help.
 
     commands = local_commands(job, port=29500)          # pure: the argv and env of every node
     exit_code = run_job(job)                            # starts them and waits
@@ -10,6 +11,7 @@ node fails the others are stopped, as their rendezvous could never complete.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -81,17 +83,39 @@ def free_port() -> int:
 
 
 def run_job(job: Job, train_job: TrainJob | None = None, poll_seconds: float = 0.2) -> int:
-    """Run every node of `job` here; the first failing node's exit code, else 0."""
+    """Run every node of `job` here; 0 once it succeeds, else the exit code of its last failure.
+
+    A failure a restart may fix (anything but an error rank 0 reports as not retryable, such as a bad
+    config) restarts the whole gang, up to backoffLimit times, as the operator restarts pods; a TrainJob
+    resumes from the last checkpoint (resume: auto)."""
+    work_dir = Path(work_dir_path(job))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    termination_log = work_dir / ".torchyard-run-termination.json"
+    limit = job.spec.backoff_limit
+    for restarts in range(limit + 1):
+        termination_log.unlink(missing_ok=True)
+        code = _run_gang(job, train_job, termination_log, poll_seconds)
+        if code in (0, 128 + signal.SIGINT):
+            return code
+        if not _retryable(termination_log):
+            _say("the job failed with an error a restart cannot fix (see above); not restarting")
+            return code
+        if restarts == limit:
+            _say(f"the job failed (exit {code}); no restarts left ({restarts} of backoffLimit={limit} used)")
+            return code
+        _say(f"a node failed (exit {code}); restarting the whole job ({restarts + 1} of {limit})"
+             + (", from the last checkpoint" if isinstance(job, TrainJob) else ""))
+    raise AssertionError("unreachable: the loop returns")
+
+
+def _run_gang(job: Job, train_job: TrainJob | None, termination_log: Path, poll_seconds: float) -> int:
+    """One attempt: the first failing node's exit code (the others are stopped), else 0."""
     port = job.spec.master_port or free_port()
     nodes = local_commands(job, port, train_job, torchrun=torchrun_executable())
-    Path(work_dir_path(job)).mkdir(parents=True, exist_ok=True)
-    print(
-        f"torchyard run: {job.kind} {job.metadata.name}, {job.spec.nodes} node(s) x "
-        f"{job.spec.nproc_per_node} process(es), master {LOCALHOST}:{port}",
-        file=sys.stderr,
-        flush=True,
-    )
-    procs = [subprocess.Popen(node.argv, env={**os.environ, **node.env}) for node in nodes]
+    _say(f"{job.kind} {job.metadata.name}, {job.spec.nodes} node(s) x "
+         f"{job.spec.nproc_per_node} process(es), master {LOCALHOST}:{port}")
+    extra = {"TORCHYARD_TERMINATION_LOG": str(termination_log)}  # only rank 0 writes it
+    procs = [subprocess.Popen(node.argv, env={**os.environ, **node.env, **extra}) for node in nodes]
     try:
         while True:
             codes = [proc.poll() for proc in procs]
@@ -105,6 +129,18 @@ def run_job(job: Job, train_job: TrainJob | None = None, poll_seconds: float = 0
     except KeyboardInterrupt:
         _stop(procs)
         return 128 + signal.SIGINT
+
+
+def _retryable(termination_log: Path) -> bool:
+    """False only when rank 0 said so; no message (rank 0 was killed) or an unreadable one: retry."""
+    try:
+        return json.loads(termination_log.read_text()).get("retryable", True) is not False
+    except (OSError, ValueError, AttributeError):
+        return True
+
+
+def _say(message: str) -> None:
+    print(f"torchyard run: {message}", file=sys.stderr, flush=True)
 
 
 def _stop(procs: list[subprocess.Popen], grace_seconds: float = 10) -> None:

@@ -5,7 +5,9 @@ trainer command as the pods. Node 0 (the first host of the allocation) is the ma
 the job id unless the spec sets one, so two jobs sharing a node never both take 29500. Near the time
 limit Slurm sends USR1 to the batch script, which passes it on as SIGTERM to the trainers (torchrun only
 forwards SIGTERM/SIGINT); they checkpoint and exit, and the script requeues the job (up to
-slurm.maxRequeues times), which resumes from that checkpoint.
+slurm.maxRequeues times), which resumes from that checkpoint. After a crash (a rank killed, a node lost)
+the script requeues the whole job up to backoffLimit times, as the operator restarts a gang of pods,
+unless rank 0's termination message says a restart cannot help.
 
 Every user string in the script body is shell-quoted (shlex.quote); strings on `#SBATCH` lines are
 validated by the API to be single-line names, so none can start a shell command.
@@ -110,6 +112,10 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
         *(f"  {_word(arg)}" for arg in program),
         ")",
         "",
+        "# Rank 0's last word (trainer/termination.py) says whether a restart can help after a failure.",
+        'export TORCHYARD_TERMINATION_LOG="$work_dir/.torchyard-$SLURM_JOB_ID-termination.json"',
+        'rm -f -- "$TORCHYARD_TERMINATION_LOG"',
+        "",
         "# Near the time limit Slurm sends USR1 to this script only (--signal=B:...). Stop the trainers with",
         "# SIGTERM to every step but this one: torchrun forwards SIGTERM (USR1 would kill it), the trainers",
         "# save a checkpoint at the next step boundary and exit; then this script requeues the job below.",
@@ -140,16 +146,32 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
         '  if ! kill -0 "$srun_pid" 2>/dev/null; then break; fi',
         "done",
         "",
-        "# Stopped at a checkpoint: requeue (this script is the one place that does); the next run resumes.",
+        "# Requeue (only this script does; each run resumes from the last checkpoint): after a stop at a",
+        "# checkpoint up to slurm.maxRequeues times, after a crash up to backoffLimit times, never after an",
+        "# error the trainer says a restart cannot fix (a bad config). Each requeue is one line of the",
+        "# restarts file, so the two limits are counted apart across the requeues of this job id.",
         f"max_requeues={spec.slurm.max_requeues}",
-        'if [ "$stop_requested" = 1 ] && [ "$status" -ne 0 ]; then',
-        '  requeues="${SLURM_RESTART_COUNT:-0}"',
-        '  if [ "$requeues" -lt "$max_requeues" ]; then',
-        '    echo "torchyard: requeueing job $SLURM_JOB_ID ($((requeues + 1)) of $max_requeues)" >&2',
-        '    scontrol requeue "$SLURM_JOB_ID" && exit 0',
-        '    echo "torchyard: scontrol requeue failed" >&2',
+        f"backoff_limit={spec.backoff_limit}",
+        'restarts_file="$work_dir/.torchyard-$SLURM_JOB_ID-restarts"',
+        "requeue() {",
+        '  local kind="$1" limit="$2" what="$3" used=0',
+        '  if [ -f "$restarts_file" ]; then used="$(grep -cx -- "$kind" "$restarts_file" || true)"; fi',
+        '  if [ "$used" -ge "$limit" ]; then',
+        '    echo "torchyard: $what; no requeue left ($used of $limit used)" >&2',
+        "    return",
+        "  fi",
+        '  echo "torchyard: $what; requeueing job $SLURM_JOB_ID ($((used + 1)) of $limit)" >&2',
+        '  echo "$kind" >>"$restarts_file"',
+        '  scontrol requeue "$SLURM_JOB_ID" && exit 0',
+        '  echo "torchyard: scontrol requeue failed" >&2',
+        "}",
+        'if [ "$status" -ne 0 ]; then',
+        '  if [ "$stop_requested" = 1 ]; then',
+        '    requeue stop "$max_requeues" "stopped at a checkpoint (slurm.maxRequeues)"',
+        """  elif grep -qF '"retryable": false' "$TORCHYARD_TERMINATION_LOG" 2>/dev/null; then""",
+        '    echo "torchyard: the trainer failed with an error a restart cannot fix: no requeue" >&2',
         "  else",
-        '    echo "torchyard: stopped at a checkpoint; maxRequeues ($max_requeues) reached: no requeue" >&2',
+        '    requeue failure "$backoff_limit" "a trainer failed (exit $status) (backoffLimit)"',
         "  fi",
         "fi",
         'exit "$status"',

@@ -1,19 +1,25 @@
 """SIGKILL of one rank of a 2-process torchrun job at seeded steps, during a checkpoint write and during
-validation; `--resume` then finishes with weights bit-identical to an uninterrupted deterministic run.
+validation; `--resume` then finishes with weights bit-identical to an uninterrupted deterministic run. And
+through `torchyard run` of a job file, which restarts the whole gang by itself.
 
 (tests/trainer/test_runner.py kills at two fixed steps; these add seeded steps and the two risky moments.)
 """
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from faults_helpers import module_text
 from test_runner import assert_same_training_state, final_state, make_cfg, run_trainer, write_config
 
 MAX_ITERS, CKPT_EVERY, VAL_EVERY = 40, 8, 20
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _cfg(work_dir: Path, hooks: list | None = None) -> dict:
@@ -75,3 +81,41 @@ def test_rank_killed_then_resumed_is_bit_identical(tmp_path, straight, hooks, re
     if resumed_at:
         assert f"resumed from {work_dir / f'iter_{resumed_at}.pth'}" in resumed.stdout, resumed.stdout[-3000:]
     assert_same_training_state(straight, final_state(work_dir))
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_torchyard_run_restarts_the_whole_gang_which_resumes_bit_identical(tmp_path):
+    """The job-file path on one machine: `torchyard run` restarts the gang itself, as the operator does."""
+    kill_at = 24 + random.Random(7).randint(0, 21)  # in epoch 2 of digits_mlp (23 iterations each)
+    runs = {}
+    for name, config in (("killed", "faulty.py"), ("straight", "configs/digits_mlp.py")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "configs").symlink_to(REPO / "configs")
+        (folder / "fault_hooks.py").write_text(module_text())
+        (folder / "faulty.py").write_text(
+            "_base_ = ['configs/digits_mlp.py']\n"
+            "custom_imports = dict(imports=['fault_hooks'])\n"
+            f"custom_hooks = [dict(type='KillOnceAt', at={kill_at}, rank=1)]\n"
+        )
+        job = yaml.safe_load((REPO / "examples/trainjob.yaml").read_text())
+        job["spec"].update(config=config, cfgOptions=["train_cfg.max_epochs=3"])
+        (folder / "job.yaml").write_text(yaml.safe_dump(job))
+        runs[name] = subprocess.run(
+            [str(Path(sys.executable).with_name("torchyard")), "run", "job.yaml"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        assert runs[name].returncode == 0, runs[name].stderr[-3000:]
+
+    killed = tmp_path / "killed/work_dirs/digits-mlp"
+    assert (killed / f".killed_at_{kill_at}").exists()
+    stderr = runs["killed"].stderr
+    assert "restarting the whole job (1 of 3), from the last checkpoint" in stderr, stderr[-3000:]
+    assert f"resumed from {killed / 'epoch_1.pth'}" in (killed / "train.log").read_text()
+    assert "restarting" not in runs["straight"].stderr
+    assert_same_training_state(final_state(tmp_path / "straight/work_dirs/digits-mlp"), final_state(killed))

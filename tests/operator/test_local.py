@@ -80,6 +80,17 @@ def test_run_two_nodes_of_two_processes(tmp_path):
 
 
 @pytest.mark.e2e
-def test_run_returns_the_failing_exit_code(tmp_path):
-    result = _run(tmp_path, {"STAND_IN_EXIT": "3"})
+def test_a_failure_restarts_the_whole_job_up_to_the_backoff_limit(tmp_path):
+    result = _run(tmp_path, {"STAND_IN_EXIT": "5"})
     assert result.returncode != 0, result.stdout
+    restarts = re.findall(r"a node failed \(exit \d+\); restarting the whole job \((\d) of 3\)", result.stderr)
+    assert restarts == ["1", "2", "3"], result.stderr
+    assert "no restarts left (3 of backoffLimit=3 used)" in result.stderr
+    assert len(re.findall(r"^stand-in RANK=0 ", result.stdout, re.M)) == 4  # each attempt ran the whole gang
+
+
+@pytest.mark.e2e
+def test_a_failure_rank_0_calls_final_is_not_restarted(tmp_path):
+    result = _run(tmp_path, {"STAND_IN_NOT_RETRYABLE": "1"})
+    assert result.returncode != 0, result.stdout
+    assert "a restart cannot fix" in result.stderr and "restarting the whole job" not in result.stderr

@@ -47,6 +47,10 @@ torchrun_args=(
   "$work_dir"/results.json
 )
 
+# Rank 0's last word (trainer/termination.py) says whether a restart can help after a failure.
+export TORCHYARD_TERMINATION_LOG="$work_dir/.torchyard-$SLURM_JOB_ID-termination.json"
+rm -f -- "$TORCHYARD_TERMINATION_LOG"
+
 # Near the time limit Slurm sends USR1 to this script only (--signal=B:...). Stop the trainers with
 # SIGTERM to every step but this one: torchrun forwards SIGTERM (USR1 would kill it), the trainers
 # save a checkpoint at the next step boundary and exit; then this script requeues the job below.
@@ -67,16 +71,32 @@ while true; do
   if ! kill -0 "$srun_pid" 2>/dev/null; then break; fi
 done
 
-# Stopped at a checkpoint: requeue (this script is the one place that does); the next run resumes.
+# Requeue (only this script does; each run resumes from the last checkpoint): after a stop at a
+# checkpoint up to slurm.maxRequeues times, after a crash up to backoffLimit times, never after an
+# error the trainer says a restart cannot fix (a bad config). Each requeue is one line of the
+# restarts file, so the two limits are counted apart across the requeues of this job id.
 max_requeues=3
-if [ "$stop_requested" = 1 ] && [ "$status" -ne 0 ]; then
-  requeues="${SLURM_RESTART_COUNT:-0}"
-  if [ "$requeues" -lt "$max_requeues" ]; then
-    echo "torchyard: requeueing job $SLURM_JOB_ID ($((requeues + 1)) of $max_requeues)" >&2
-    scontrol requeue "$SLURM_JOB_ID" && exit 0
-    echo "torchyard: scontrol requeue failed" >&2
+backoff_limit=3
+restarts_file="$work_dir/.torchyard-$SLURM_JOB_ID-restarts"
+requeue() {
+  local kind="$1" limit="$2" what="$3" used=0
+  if [ -f "$restarts_file" ]; then used="$(grep -cx -- "$kind" "$restarts_file" || true)"; fi
+  if [ "$used" -ge "$limit" ]; then
+    echo "torchyard: $what; no requeue left ($used of $limit used)" >&2
+    return
+  fi
+  echo "torchyard: $what; requeueing job $SLURM_JOB_ID ($((used + 1)) of $limit)" >&2
+  echo "$kind" >>"$restarts_file"
+  scontrol requeue "$SLURM_JOB_ID" && exit 0
+  echo "torchyard: scontrol requeue failed" >&2
+}
+if [ "$status" -ne 0 ]; then
+  if [ "$stop_requested" = 1 ]; then
+    requeue stop "$max_requeues" "stopped at a checkpoint (slurm.maxRequeues)"
+  elif grep -qF '"retryable": false' "$TORCHYARD_TERMINATION_LOG" 2>/dev/null; then
+    echo "torchyard: the trainer failed with an error a restart cannot fix: no requeue" >&2
   else
-    echo "torchyard: stopped at a checkpoint; maxRequeues ($max_requeues) reached: no requeue" >&2
+    requeue failure "$backoff_limit" "a trainer failed (exit $status) (backoffLimit)"
   fi
 fi
 exit "$status"
