@@ -162,6 +162,8 @@ class Model(BaseModel):
         validate_by_alias=True,
         extra="forbid",
         serialize_by_alias=True,
+        # Build each validator when first used, not at import: a CLI command needs only a few of them.
+        defer_build=True,
     )
 
     def to_dict(self) -> dict:
