@@ -177,7 +177,8 @@ class Runner:
             path = self.checkpoints.last()
         else:
             path = self.save_checkpoint(f"iter_{self.iter}.pth")
-        raise TrainingInterrupted(signum, str(path))
+        # Other ranks neither save nor wait for rank 0's pointer file.
+        raise TrainingInterrupted(signum, str(path) if path else f"the last checkpoint in {self.work_dir}")
 
     def _auto_scale_lr(self) -> None:
         scale = self.cfg.get("auto_scale_lr") or {}

@@ -83,7 +83,9 @@ def test_run_two_nodes_of_two_processes(tmp_path):
 def test_a_failure_restarts_the_whole_job_up_to_the_backoff_limit(tmp_path):
     result = _run(tmp_path, {"STAND_IN_EXIT": "5"})
     assert result.returncode != 0, result.stdout
-    restarts = re.findall(r"a node failed \(exit \d+\); restarting the whole job \((\d) of 3\)", result.stderr)
+    restarts = re.findall(
+        r"a node failed \(exit \d+\); restarting the whole job \((\d) of 3\)", result.stderr
+    )
     assert restarts == ["1", "2", "3"], result.stderr
     assert "no restarts left (3 of backoffLimit=3 used)" in result.stderr
     assert len(re.findall(r"^stand-in RANK=0 ", result.stdout, re.M)) == 4  # each attempt ran the whole gang
