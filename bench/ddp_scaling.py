@@ -64,6 +64,9 @@ def worker(method: str, iters: int, warmup: int, log_interval: int, out: Path) -
     Path(f"{out}.{rank}").write_text(json.dumps({"samples": samples, "seconds": seconds}))
     if dist.is_initialized():
         dist.destroy_process_group()
+    from torchyard.trainer.cli import exit_process
+
+    exit_process(0)  # both methods, as torchyard-train does: see exit_process for the shutdown abort
 
 
 def _bare(total: int, log_interval: int, tick) -> tuple[int, int]:

@@ -4,11 +4,13 @@ one clear line and a documented exit code (a trace-back only with --debug or TOR
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from torchyard.trainer import exitcodes
 from torchyard.trainer.config import Config, ConfigError
@@ -38,6 +40,21 @@ def load_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = str(Path("work_dirs") / Path(args.config).stem)
     cfg.launcher = args.launcher
     return cfg
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a trainer process that has finished its work, skipping the interpreter's shutdown.
+
+    DistributedDataParallel keeps the process group, and with it gloo's worker threads, alive after
+    destroy_process_group (a PyTorch leak). When such a thread drops its last reference to a finished
+    collective during interpreter shutdown, it needs the GIL, cannot have it, and the whole process aborts
+    ("terminate called without an active exception", SIGABRT) after a run that succeeded. Everything
+    worth keeping is written and flushed by now: checkpoints are synced, logs closed below.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def run_main(main: Callable[[argparse.Namespace], dict], args: argparse.Namespace) -> int:

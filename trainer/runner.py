@@ -336,11 +336,14 @@ class Runner:
 
 
     def close(self) -> None:
-        """Finish the last checkpoint and leave the process group; in-process users (tests, benchmarks) call
-        this when done."""
+        """Finish the last checkpoint and leave the process group."""
         try:
             self.checkpoints.wait()
         finally:
+            # The DDP wrapper holds the process group. Left to the garbage collector, gloo's threads die
+            # during interpreter shutdown, which aborts the process ("terminate called without an active
+            # exception") after a run that succeeded.
+            self.model = self.unwrapped_model
             destroy_distributed()
 
 

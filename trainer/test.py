@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
-from torchyard.trainer.cli import add_common_args, load_config, run_main
+from torchyard.trainer.cli import add_common_args, exit_process, load_config, run_main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +44,7 @@ def test(args: argparse.Namespace) -> dict:
         cfg.custom_hooks = [*cfg.get("custom_hooks", []),
                             {"type": "VisualizationHook", "show_dir": args.show_dir,
                              "max_samples": args.show_limit}]
+    runner = None
     try:
         runner = Runner(cfg, log_name="test.log")
         metrics = runner.test(args.checkpoint)
@@ -56,7 +57,9 @@ def test(args: argparse.Namespace) -> dict:
             for key, value in metrics.items():
                 print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     finally:
-        destroy_distributed()
+        if runner is not None:
+            runner.close()
+        destroy_distributed()  # also when building the runner failed after joining the group
     return {"metrics": metrics, "checkpoint": str(checkpoint)}
 
 
@@ -72,5 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     return run_main(test, parse_args(argv))
 
 
+def cli() -> NoReturn:
+    """The console script (and `python -m`): main(), then exit_process."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

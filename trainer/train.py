@@ -13,9 +13,9 @@ Resume:                 torchyard-train configs/digits_cnn.py --resume    (the w
 from __future__ import annotations
 
 import argparse
-import sys
+from typing import NoReturn
 
-from torchyard.trainer.cli import add_common_args, load_config, run_main
+from torchyard.trainer.cli import add_common_args, exit_process, load_config, run_main
 from torchyard.trainer.stop import StopRequest
 
 
@@ -54,22 +54,31 @@ def train(args: argparse.Namespace) -> dict:
     # Before the slow setup: SIGTERM from Kubernetes or Slurm while the runner is built must end in a clean
     # stop, not kill this rank mid-rendezvous while the others wait for it.
     stop = StopRequest().install()
+    runner = None
     try:
         runner = Runner(cfg, stop=stop)
         metrics = runner.train()
+        summary = {"metrics": metrics, "epoch": runner.epoch, "iter": runner.iter,
+                   "lastCheckpoint": str(runner.checkpoints.last() or ""),
+                   "bestCheckpoint": str(runner.checkpoints.best() or "")}
     finally:
         stop.restore()
+        if runner is not None:
+            runner.close()
         # Also when building the runner failed after joining the group: a live group at exit aborts the
         # process.
         destroy_distributed()
-    return {"metrics": metrics, "epoch": runner.epoch, "iter": runner.iter,
-            "lastCheckpoint": str(runner.checkpoints.last() or ""),
-            "bestCheckpoint": str(runner.checkpoints.best() or "")}
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     return run_main(train, parse_args(argv))
 
 
+def cli() -> NoReturn:
+    """The console script (and `python -m`): main(), then exit_process."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()
