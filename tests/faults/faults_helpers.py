@@ -1,12 +1,15 @@
 """Fault hooks for real runs, on top of tests/trainer/test_runner.py's FAULT_HOOKS (KillAt, DieWhileSaving).
 
-`module_text()` is written as `fault_hooks.py` beside a config that lists it in `custom_imports`.
+`module_text()` is written as `fault_hooks.py` beside a config that lists it in `custom_imports`;
+`job_folder()` lays out a folder to run the examples' TrainJob from, with or without a rank killed once.
 """
 
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
+import yaml
 from test_runner import FAULT_HOOKS
 
 EXTRA_HOOKS = textwrap.dedent('''
@@ -99,3 +102,26 @@ EXTRA_HOOKS = textwrap.dedent('''
 
 def module_text() -> str:
     return FAULT_HOOKS + EXTRA_HOOKS
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def job_folder(folder: Path, cfg_options: list[str], kill_at: int | None = None) -> Path:
+    """`folder`/job.yaml: the examples' TrainJob (2 nodes x 1 process, digits_mlp) with `cfg_options`;
+    with `kill_at`, rank 1 is SIGKILLed once after that iteration (KillOnceAt). Returns the job file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "configs").symlink_to(REPO / "configs")
+    config = "configs/digits_mlp.py"
+    if kill_at is not None:
+        (folder / "fault_hooks.py").write_text(module_text())
+        (folder / "faulty.py").write_text(
+            f"_base_ = ['{config}']\n"
+            "custom_imports = dict(imports=['fault_hooks'])\n"
+            f"custom_hooks = [dict(type='KillOnceAt', at={kill_at}, rank=1)]\n"
+        )
+        config = "faulty.py"
+    job = yaml.safe_load((REPO / "examples/trainjob.yaml").read_text())
+    job["spec"].update(config=config, cfgOptions=cfg_options)
+    (folder / "job.yaml").write_text(yaml.safe_dump(job))
+    return folder / "job.yaml"

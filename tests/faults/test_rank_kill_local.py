@@ -14,12 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from faults_helpers import module_text
+from faults_helpers import job_folder, module_text
 from test_runner import assert_same_training_state, final_state, make_cfg, run_trainer, write_config
 
 MAX_ITERS, CKPT_EVERY, VAL_EVERY = 40, 8, 20
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _cfg(work_dir: Path, hooks: list | None = None) -> dict:
@@ -89,22 +87,11 @@ def test_torchyard_run_restarts_the_whole_gang_which_resumes_bit_identical(tmp_p
     """The job-file path on one machine: `torchyard run` restarts the gang itself, as the operator does."""
     kill_at = 24 + random.Random(7).randint(0, 21)  # in epoch 2 of digits_mlp (23 iterations each)
     runs = {}
-    for name, config in (("killed", "faulty.py"), ("straight", "configs/digits_mlp.py")):
-        folder = tmp_path / name
-        folder.mkdir()
-        (folder / "configs").symlink_to(REPO / "configs")
-        (folder / "fault_hooks.py").write_text(module_text())
-        (folder / "faulty.py").write_text(
-            "_base_ = ['configs/digits_mlp.py']\n"
-            "custom_imports = dict(imports=['fault_hooks'])\n"
-            f"custom_hooks = [dict(type='KillOnceAt', at={kill_at}, rank=1)]\n"
-        )
-        job = yaml.safe_load((REPO / "examples/trainjob.yaml").read_text())
-        job["spec"].update(config=config, cfgOptions=["train_cfg.max_epochs=3"])
-        (folder / "job.yaml").write_text(yaml.safe_dump(job))
+    for name, kill in (("killed", kill_at), ("straight", None)):
+        job_folder(tmp_path / name, ["train_cfg.max_epochs=3"], kill_at=kill)
         runs[name] = subprocess.run(
             [str(Path(sys.executable).with_name("torchyard")), "run", "job.yaml"],
-            cwd=folder,
+            cwd=tmp_path / name,
             capture_output=True,
             text=True,
             timeout=600,

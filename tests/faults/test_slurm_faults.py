@@ -16,12 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from faults_helpers import module_text
+from faults_helpers import job_folder
 from test_runner import assert_same_training_state, final_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
-REPO = Path(__file__).resolve().parents[2]
 TORCHYARD = str(Path(sys.executable).with_name("torchyard"))
 KILL_AT = random.Random(11).randint(24, 68)  # in epoch 2 or 3 of 4 (23 iterations each), after a checkpoint
 
@@ -37,27 +35,13 @@ def _torchyard(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def _job(config: str) -> dict:
-    job = yaml.safe_load((REPO / "examples/trainjob.yaml").read_text())
-    job["spec"].update(
-        config=config, cfgOptions=["optim_wrapper.optimizer.lr=0.05", "train_cfg.max_epochs=4"]
-    )
-    return job
+OPTIONS = ["optim_wrapper.optimizer.lr=0.05", "train_cfg.max_epochs=4"]
 
 
 def test_sigkill_of_one_node_requeues_the_job_which_resumes_bit_identical(slurm_cluster, tmp_path):
     submit, local = tmp_path / "submit", tmp_path / "local"
-    for folder in (submit, local):
-        folder.mkdir()
-        (folder / "configs").symlink_to(REPO / "configs")
-    (submit / "fault_hooks.py").write_text(module_text())
-    (submit / "faulty.py").write_text(
-        "_base_ = ['configs/digits_mlp.py']\n"
-        "custom_imports = dict(imports=['fault_hooks'])\n"
-        f"custom_hooks = [dict(type='KillOnceAt', at={KILL_AT}, rank=1)]\n"
-    )
-    (submit / "job.yaml").write_text(yaml.safe_dump(_job("faulty.py")))
-    (local / "job.yaml").write_text(yaml.safe_dump(_job("configs/digits_mlp.py")))
+    job_folder(submit, OPTIONS, kill_at=KILL_AT)
+    job_folder(local, OPTIONS)
     work_dir = submit / "work_dirs/digits-mlp"
 
     ran = _torchyard("slurm", "submit", "job.yaml", "--wait", cwd=submit)
@@ -78,11 +62,7 @@ def test_sigkill_of_one_node_requeues_the_job_which_resumes_bit_identical(slurm_
 
 
 def test_a_config_error_is_not_requeued(slurm_cluster, tmp_path):
-    (tmp_path / "configs").symlink_to(REPO / "configs")
-    (tmp_path / "broken.py").write_text(
-        "_base_ = ['configs/digits_mlp.py']\nmodel = dict(type='NoSuchModel')\n"
-    )
-    (tmp_path / "job.yaml").write_text(yaml.safe_dump(_job("broken.py")))
+    job_folder(tmp_path, ["model.type=NoSuchModel"])
     ran = _torchyard("slurm", "submit", "job.yaml", "--wait", cwd=tmp_path)
     assert ran.returncode != 0, ran.stdout + ran.stderr
     job_id = ran.stdout.split()[0]
