@@ -91,8 +91,8 @@ def run_job(job: Job, train_job: TrainJob | None = None, poll_seconds: float = 0
     work_dir = Path(work_dir_path(job))
     work_dir.mkdir(parents=True, exist_ok=True)
     termination_log = work_dir / ".torchyard-run-termination.json"
-    limit = job.spec.backoff_limit
-    for restarts in range(limit + 1):
+    limit, restarts = job.spec.backoff_limit, 0
+    while True:
         termination_log.unlink(missing_ok=True)
         code = _run_gang(job, train_job, termination_log, poll_seconds)
         if code in (0, 128 + signal.SIGINT):
@@ -103,9 +103,9 @@ def run_job(job: Job, train_job: TrainJob | None = None, poll_seconds: float = 0
         if restarts == limit:
             _say(f"the job failed (exit {code}); no restarts left ({restarts} of backoffLimit={limit} used)")
             return code
-        _say(f"a node failed (exit {code}); restarting the whole job ({restarts + 1} of {limit})"
+        restarts += 1
+        _say(f"a node failed (exit {code}); restarting the whole job ({restarts} of {limit})"
              + (", from the last checkpoint" if isinstance(job, TrainJob) else ""))
-    raise AssertionError("unreachable: the loop returns")
 
 
 def _run_gang(job: Job, train_job: TrainJob | None, termination_log: Path, poll_seconds: float) -> int:

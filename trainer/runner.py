@@ -340,10 +340,6 @@ class Runner:
         try:
             self.checkpoints.wait()
         finally:
-            # The DDP wrapper holds the process group. Left to the garbage collector, gloo's threads die
-            # during interpreter shutdown, which aborts the process ("terminate called without an active
-            # exception") after a run that succeeded.
-            self.model = self.unwrapped_model
             destroy_distributed()
 
 

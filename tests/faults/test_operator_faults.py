@@ -40,6 +40,21 @@ def _spec(name: str, config: str) -> dict:
     return job
 
 
+def _start_reference(tmp_path: Path) -> subprocess.Popen:
+    """The same spec without the fault, through `torchyard run` into tmp_path/reference, in the background
+    (its output goes to tmp_path/reference.log)."""
+    reference = _spec("reference", str(REPO / "configs/digits_mlp.py"))
+    reference["spec"]["workDir"] = {"path": str(tmp_path / "reference")}
+    (tmp_path / "reference.yaml").write_text(yaml.safe_dump(reference))
+    with open(tmp_path / "reference.log", "wb") as log:
+        return subprocess.Popen(
+            [TORCHYARD, "run", str(tmp_path / "reference.yaml")],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
 def _starts(tmp_path: Path) -> Counter:
     """How many times the dev-cluster started each pod's process (from its log)."""
     log = (tmp_path / "dev-cluster.log").read_text()
@@ -67,17 +82,7 @@ def test_node_and_operator_killed_mid_job_two_jobs_at_once(tmp_path, monkeypatch
     monkeypatch.setenv("PYTHONPATH", str(hooks))  # pods inherit the dev-cluster's environment
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
-    # The reference: the same spec without the fault, through `torchyard run`, alongside.
-    reference = _spec("reference", str(REPO / "configs/digits_mlp.py"))
-    reference["spec"]["workDir"] = {"path": str(tmp_path / "reference")}
-    (tmp_path / "reference.yaml").write_text(yaml.safe_dump(reference))
-    with open(tmp_path / "reference.log", "wb") as log:
-        local = subprocess.Popen(
-            [TORCHYARD, "run", str(tmp_path / "reference.yaml")],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    local = _start_reference(tmp_path)
 
     cluster = DevCluster(tmp_path)
     try:
@@ -160,16 +165,7 @@ def test_deaths_during_validation_and_during_a_checkpoint_write_through_the_oper
     )
     monkeypatch.setenv("PYTHONPATH", str(hooks))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    reference = _spec("reference", str(REPO / "configs/digits_mlp.py"))
-    reference["spec"]["workDir"] = {"path": str(tmp_path / "reference")}
-    (tmp_path / "reference.yaml").write_text(yaml.safe_dump(reference))
-    with open(tmp_path / "reference.log", "wb") as log:
-        local = subprocess.Popen(
-            [TORCHYARD, "run", str(tmp_path / "reference.yaml")],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    local = _start_reference(tmp_path)
 
     cluster = DevCluster(tmp_path)
     try:
