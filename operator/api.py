@@ -182,7 +182,9 @@ class ObjectMeta(Model):
     )
     namespace: DnsLabel | None = Field(None, description="Kubernetes namespace; the current one when unset.")
     labels: dict[str, Line] = Field(default_factory=dict, description="Labels, copied to every pod.")
-    annotations: dict[str, Line] = Field(default_factory=dict, description="Annotations of the job itself.")
+    # Taken as they come: the operator reads none, and tools store multi-line values here
+    # (kubectl apply's last-applied-configuration is the whole object as JSON).
+    annotations: dict[str, str] = Field(default_factory=dict, description="Annotations of the job itself.")
 
 
 class Resources(Model):

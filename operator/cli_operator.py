@@ -1,10 +1,11 @@
 """`torchyard operator run` and `torchyard dev-cluster` (see cli.py for the layout).
 
-Try the operator without a cluster, in three terminals:
+Try the operator on the project's own control plane (`make cluster`), in three terminals:
 
-    torchyard dev-cluster --emulator --port 8001 --kubeconfig dev.kubeconfig --volumes runs/
-    KUBECONFIG=dev.kubeconfig torchyard operator run --metrics-port 8080
-    KUBECONFIG=dev.kubeconfig kubectl apply -f examples/trainjob.yaml   # or any API client
+    export KUBECONFIG=.cluster/admin.kubeconfig
+    torchyard dev-cluster --volumes runs/            # a node running pods as local processes
+    torchyard operator run --metrics-port 8080
+    kubectl apply -f examples/trainjob.yaml
 
 On a Slurm login node, `torchyard operator run --backend slurm --submit-dir DIR` submits the same objects
 through sbatch instead of creating pods (operator/slurm_operator.py).
@@ -19,8 +20,6 @@ import logging
 import shutil
 import signal
 from pathlib import Path
-
-import yaml
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -70,16 +69,18 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     dev = commands.add_parser(
         "dev-cluster",
-        help="run pods as local processes (a kubelet stand-in), optionally with an in-process API emulator",
+        help="a node that runs pods as local processes, for any API server (see `make cluster`)",
+        description="Registers a Node with the API server of your kubeconfig (or $KUBECONFIG), keeps it "
+        "Ready, and runs the pods the scheduler binds to it as local processes. "
+        "Example: make cluster && export KUBECONFIG=.cluster/admin.kubeconfig && torchyard dev-cluster",
     )
+    dev.add_argument("--node", default="dev-cluster", help="the Node's name (default dev-cluster)")
     dev.add_argument(
-        "--emulator",
-        action="store_true",
-        help="serve a Kubernetes API emulator (needs kmock) instead of using your kubeconfig",
-    )
-    dev.add_argument("--port", type=int, default=8001, help="emulator port (default 8001)")
-    dev.add_argument(
-        "--kubeconfig", type=Path, metavar="FILE", help="with --emulator: write a kubeconfig here"
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label of the Node (repeatable), e.g. for pods' nodeSelector",
     )
     dev.add_argument(
         "--volumes",
@@ -102,7 +103,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="working directory of the pods' processes (where configs/ is); default: here",
     )
-    dev.add_argument("--namespace", "-n", help="only run pods of this namespace")
     dev.set_defaults(func=dev_cluster)
 
 
@@ -152,42 +152,35 @@ async def _dev_cluster(args: argparse.Namespace) -> None:
 
     from torchyard.operator.devcluster import Runner
     from torchyard.operator.kube import KubeApi
+    from torchyard.operator.node import NodeHeartbeat, node_manifest
 
+    labels = dict(_key_value(item) for item in args.label)
+    info = kopf.login_via_client(logger=logging.getLogger("dev-cluster"), settings=kopf.OperatorSettings())
     async with contextlib.AsyncExitStack() as stack:
-        if args.emulator:
-            try:
-                import kmock
-
-                from torchyard.operator.emulator import Emulator, kubeconfig
-            except ImportError as err:
-                raise SystemExit(
-                    f"torchyard dev-cluster --emulator needs kmock: pip install kmock==0.8 ({err})"
-                ) from None
-            emulator = await stack.enter_async_context(Emulator())
-            server = await stack.enter_async_context(kmock.Server(emulator, port=args.port))
-            url = f"http://127.0.0.1:{server.port}"
-            info = kopf.ConnectionInfo(server=url)
-            if args.kubeconfig:
-                args.kubeconfig.write_text(yaml.safe_dump(kubeconfig(url)))
-            print(
-                f"dev-cluster: API emulator at {url}"
-                + (f"; export KUBECONFIG={args.kubeconfig}" if args.kubeconfig else ""),
-                flush=True,
-            )
-        else:
-            info = kopf.login_via_client(
-                logger=logging.getLogger("dev-cluster"), settings=kopf.OperatorSettings()
-            )
         api = KubeApi(info)
         stack.push_async_callback(api.close)
-        runner = Runner(api, args.volumes.resolve(), args.state.resolve(), args.namespace, args.workdir)
+        node = await stack.enter_async_context(NodeHeartbeat(api, node_manifest(args.node, labels)))
+        runner = Runner(api, args.volumes.resolve(), args.state.resolve(), args.node, args.workdir)
         stack.push_async_callback(runner.stop)
+        print(f"dev-cluster: node {args.node} is Ready at {info.server}; pod logs: {args.state}/", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        task = asyncio.create_task(runner.run())
-        await stop.wait()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        watch = asyncio.ensure_future(runner.run())
+        stopped = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait(
+            [watch, stopped, runner.failed, node.failed], return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in (watch, stopped):
+            task.cancel()
+        for task in done:
+            if task is not stopped and not task.cancelled() and task.exception() is not None:
+                raise SystemExit(f"torchyard dev-cluster: node {args.node} stops: {task.exception()}")
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"torchyard dev-cluster: --label {text!r} must be KEY=VALUE")
+    return key, value

@@ -133,6 +133,7 @@ class JobController:
         self.status: dict[str, Any] = dict(body.get("status") or {})
         self.expectations = Expectations()
         self.conflicts: list[str] = []
+        self.refused: list[str] = []
         self.errors = 0
         # Set once the job itself is deleted: later wake-ups (its pods going) must not delete it again.
         self.job_deleted = False
@@ -175,13 +176,16 @@ class JobController:
             job, self.status, pods, now, train_job, train_status, self.state.config.report_grace
         )
         await self._apply(decision, {p.name: p for p in pods})
-        if self.conflicts:
-            message = "; ".join(self.conflicts)
-            stamp = reconcile.rfc3339(now)
+        for reason, problems in ((st.CHILD_CONFLICT, self.conflicts), (st.CREATE_REFUSED, self.refused)):
+            if not problems:
+                continue
+            message = "; ".join(problems)
+            before = st.condition(self.status.get("conditions") or [], st.CREATED) or {}
             decision.status["conditions"] = st.set_condition(
-                decision.status["conditions"], st.CREATED, "False", st.CHILD_CONFLICT, message, stamp
+                decision.status["conditions"], st.CREATED, "False", reason, message, reconcile.rfc3339(now)
             )
-            decision.events.append(("Warning", st.CHILD_CONFLICT, message))
+            if (before.get("reason"), before.get("message")) != (reason, message):
+                decision.events.append(("Warning", reason, message))
             decision.requeue = CONFLICT_RETRY_SECONDS
         await self._write_status(decision.status)
         for type_, reason, message in decision.events:
@@ -227,7 +231,7 @@ class JobController:
         return None, None
 
     async def _apply(self, decision: reconcile.Decision, pods: dict[str, PodState]) -> None:
-        self.conflicts = []
+        self.conflicts, self.refused = [], []
         await asyncio.gather(
             *(self._create(manifest) for manifest in decision.create),
             *(self._delete(pods[name]) for name in decision.delete if name in pods),
@@ -240,8 +244,13 @@ class JobController:
         try:
             await self.api.create(path, manifest)
         except ApiError as err:
+            if err.status in (429,) or err.status >= 500:
+                raise  # the server's trouble: retried with back-off
             if err.status != 409:
-                raise
+                # refused for good until someone acts (quota, PodSecurity, an admission policy, RBAC): the
+                # user must see why in the job's status and events, not only in the operator's log
+                self.refused.append(f"{kind} {name} was refused: {err}")
+                return
             existing = await self.api.get(f"{path}/{name}")
             owners = existing.get("metadata", {}).get("ownerReferences") or []
             if not any(o.get("uid") == self.body.metadata.uid for o in owners):

@@ -1,8 +1,9 @@
-"""`torchyard dev-cluster`: a kubelet stand-in that runs pods as local processes, to try the operator here.
+"""`torchyard dev-cluster`: a node agent that runs pods as local processes, against any API server.
 
-It watches Pods through the API (the emulator, or in principle a real API server), binds each new pod to
-itself (spec.nodeName) and starts its container command as a local process group with the pod's env, then
-reports phase, exit code and termination message into the pod's status, as a kubelet would:
+It registers a Node (and keeps its Lease and Ready condition fresh, node.py), watches the pods the
+scheduler binds to it (field selector spec.nodeName, as a kubelet), starts each one's container command as
+a local process group with the pod's env, and reports phase, exit code and termination message into the
+pod's status, as a kubelet would:
 
 - the headless-Service DNS names `<host>.<subdomain>[.<ns>[.svc...]]` resolve to 127.0.0.1 (rewritten in
   args and env), and each job's rendezvous port maps to a free local port, so jobs never collide;
@@ -12,9 +13,11 @@ reports phase, exit code and termination message into the pod's status, as a kub
   log's tail is the message; stdout/stderr go to `<state>/<namespace>/<pod>.log`, its pid to `.pid`;
 - deleting a pod sends SIGTERM to its process group and SIGKILL after the grace period; the pod object
   is removed (grace 0) only once its processes are gone. When the main process exits, the rest of its
-  group is killed, as when a container's PID 1 ends.
+  group is killed, as when a container's PID 1 ends;
+- an error it cannot mend (a status write refused, the watch refused) ends the agent with the message.
 
-    torchyard dev-cluster --emulator --port 8001 --kubeconfig dev.kubeconfig --volumes runs/
+    make cluster && export KUBECONFIG=.cluster/admin.kubeconfig
+    torchyard dev-cluster --volumes runs/            # as node "dev-cluster"
 """
 
 from __future__ import annotations
@@ -31,12 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torchyard.operator.emulator import now_rfc3339
+import aiohttp
+
 from torchyard.operator.kube import ApiError, KubeApi, resource_path
+from torchyard.operator.node import rfc3339 as now
 
 NODE_NAME = "dev-cluster"
 LOCALHOST = "127.0.0.1"
 LOG_TAIL_BYTES = 2048
+CONTAINER_STATUS = {"image": "local-process", "imageID": "", "ready": False, "restartCount": 0}
 logger = logging.getLogger("torchyard.dev-cluster")
 
 
@@ -115,35 +121,68 @@ def local_pod(pod: dict[str, Any], volumes: Path, state: Path, ports: dict[tuple
 
 
 class Runner:
-    """Runs the pods of one API server here."""
+    """Runs, as local processes, the pods that the scheduler binds to node `node` of an API server."""
 
     def __init__(
         self,
         api: KubeApi,
         volumes: Path,
         state: Path,
-        namespace: str | None = None,
+        node: str = NODE_NAME,
         workdir: Path | None = None,
     ) -> None:
-        self.api, self.volumes, self.state, self.namespace = api, volumes, state, namespace
+        self.api, self.volumes, self.state, self.node = api, volumes, state, node
         self.workdir = workdir or Path.cwd()
         self.ports: dict[tuple, int] = {}
-        self.procs: dict[tuple[str, str], asyncio.subprocess.Process] = {}
+        self.procs: dict[tuple[str, str], asyncio.subprocess.Process | None] = {}
         self.stopping: set[tuple[str, str]] = set()
         self.tasks: set[asyncio.Task] = set()
+        self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def run(self) -> None:
-        path = resource_path("v1", "pods", self.namespace)
+        """List and watch this node's pods (as a kubelet: by field selector) until cancelled; a watch that
+        breaks is resumed, a 410 (history compacted) relists, anything else ends the agent."""
+        path = resource_path("v1", "pods")
+        selector = f"spec.nodeName={self.node}"
+        version = None
         while True:
+            if version is None:
+                listing = await self.api.request("GET", path, fieldSelector=selector)
+                version = listing.get("metadata", {}).get("resourceVersion")
+                self._adopt_orphans(listing.get("items", []))
             try:
-                listing = await self.api.get(path)
-                for pod in listing.get("items", []):
-                    self.handle("ADDED", pod)
-                async for event in self.api.watch(path, listing.get("metadata", {}).get("resourceVersion")):
-                    self.handle(event["type"], event["object"])
-            except (ApiError, OSError) as err:
-                logger.warning(f"watching pods failed, retrying: {err}")
-            await asyncio.sleep(1)
+                async for event in self.api.watch(path, version, fieldSelector=selector):
+                    kind, pod = event["type"], event["object"]
+                    if kind == "ERROR":
+                        if pod.get("code") == 410:
+                            version = None  # history compacted: list again
+                            break
+                        raise ApiError(pod.get("code", 500), pod.get("reason", ""), pod.get("message", ""))
+                    version = pod.get("metadata", {}).get("resourceVersion") or version
+                    if kind != "BOOKMARK":
+                        self.handle(kind, pod)
+            except (aiohttp.ClientError, OSError, TimeoutError) as err:
+                logger.warning(f"watching this node's pods broke, resuming: {err}")
+                await asyncio.sleep(1)
+            except ApiError as err:
+                if err.status != 410:
+                    raise
+                version = None
+
+    def _adopt_orphans(self, pods: list[dict[str, Any]]) -> None:
+        """Pods bound here that claim to run but have no process (the agent restarted): as a kubelet that
+        finds its containers gone, report them failed so that their job restarts them."""
+        for pod in pods:
+            meta = pod["metadata"]
+            key = (meta.get("namespace", "default"), meta["name"])
+            phase = (pod.get("status") or {}).get("phase")
+            if phase == "Running" and key not in self.procs and not meta.get("deletionTimestamp"):
+                self.procs[key] = None
+                message = "the node agent restarted and the pod's processes are gone"
+                started = pod["status"].get("startTime") or now()
+                self._spawn(self._report(key, 137, started, message, "ContainerStatusUnknown"))
+            else:
+                self.handle("ADDED", pod)
 
     def handle(self, type_: str, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
@@ -153,31 +192,32 @@ class Runner:
                 self.stopping.add(key)
                 grace = meta.get("deletionGracePeriodSeconds")
                 grace = pod["spec"].get("terminationGracePeriodSeconds", 30) if grace is None else grace
-                self._spawn(self._terminate(key, grace, remove=type_ != "DELETED"))
-            elif key not in self.procs and type_ != "DELETED" and pod["spec"].get("nodeName") == NODE_NAME:
-                self._spawn(self._remove(key))
+                self._spawn(self._terminate(key, meta.get("uid"), grace, remove=type_ != "DELETED"))
+            elif key not in self.procs and type_ != "DELETED":
+                self._spawn(self._remove(key, meta.get("uid")))
             return
         phase = (pod.get("status") or {}).get("phase", "Pending")
-        if phase == "Pending" and not pod["spec"].get("nodeName") and key not in self.procs:
+        if phase == "Pending" and key not in self.procs:
             self.procs[key] = None  # claimed; the process starts next
             self._spawn(self._start(key, pod))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        if not self.failed.done():  # an error no retry can mend: the agent stops and says why
+            self.failed.set_exception(task.exception())
 
     def _files(self, key: tuple[str, str], suffix: str) -> Path:
         return self.state / key[0] / f"{key[1]}{suffix}"
 
     async def _start(self, key: tuple[str, str], pod: dict[str, Any]) -> None:
         namespace, name = key
-        pod_path = resource_path("v1", "pods", namespace, name)
-        try:
-            await self.api.patch(pod_path, {"spec": {"nodeName": NODE_NAME}})
-        except ApiError:
-            self.procs.pop(key, None)
-            return
         local = local_pod(pod, self.volumes, self.state, self.ports)
         for directory in local.directories:
             directory.mkdir(parents=True, exist_ok=True)
@@ -193,7 +233,7 @@ class Runner:
             "HOSTNAME": name,
         }
         log = self._files(key, ".log").open("ab")
-        started = now_rfc3339()
+        started = now()
         try:
             proc = await asyncio.create_subprocess_exec(
                 *local.argv, env=env, cwd=self.workdir, stdout=log, stderr=log, start_new_session=True
@@ -201,26 +241,22 @@ class Runner:
         except OSError as err:
             log.write(f"dev-cluster: cannot start {local.argv[:1]}: {err}\n".encode())
             log.close()
-            await self._report(key, 127, started, str(err))
-            self.procs.pop(key, None)
+            await self._report(key, 127, started, str(err), "StartError")
             return
         log.close()
         self.procs[key] = proc
         self._files(key, ".pid").write_text(str(proc.pid))
-        logger.info(f"started pod {namespace}/{name} as pid {proc.pid}")
+        logger.info(f"started pod {namespace}/{name} as pid {proc.pid}; log: {self._files(key, '.log')}")
+        container = pod["spec"]["containers"][0]["name"]
+        running = {"running": {"startedAt": started}}
         await self._status(
             key,
             {
                 "phase": "Running",
                 "startTime": started,
-                "podIP": LOCALHOST,
+                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": started}],
                 "containerStatuses": [
-                    {
-                        "name": pod["spec"]["containers"][0]["name"],
-                        "ready": True,
-                        "restartCount": 0,
-                        "state": {"running": {"startedAt": started}},
-                    }
+                    {**CONTAINER_STATUS, "name": container, "ready": True, "started": True, "state": running}
                 ],
             },
         )
@@ -230,35 +266,57 @@ class Runner:
         code = 128 - code if code < 0 else code
         logger.info(f"pod {namespace}/{name} exited with code {code}")
         if key not in self.stopping:
-            await self._report(key, code, started)
+            await self._report(key, code, started, container=container)
 
-    async def _report(self, key: tuple[str, str], code: int, started: str, error: str = "") -> None:
+    async def _report(
+        self,
+        key: tuple[str, str],
+        code: int,
+        started: str,
+        error: str = "",
+        reason: str = "",
+        container: str = "trainer",
+    ) -> None:
         message = error or self._files(key, ".termination-log").read_text()
         if not message.strip() and code != 0:
             log = self._files(key, ".log")
             message = log.read_bytes()[-LOG_TAIL_BYTES:].decode(errors="replace") if log.exists() else ""
         terminated = {
             "exitCode": code,
-            "reason": "Completed" if code == 0 else "Error",
+            "reason": reason or ("Completed" if code == 0 else "Error"),
             "startedAt": started,
-            "finishedAt": now_rfc3339(),
+            "finishedAt": now(),
             "message": message[-4096:],
         }
         await self._status(
             key,
             {
                 "phase": "Succeeded" if code == 0 else "Failed",
+                "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now()}],
                 "containerStatuses": [
-                    {"name": "main", "ready": False, "restartCount": 0, "state": {"terminated": terminated}}
+                    {**CONTAINER_STATUS, "name": container, "state": {"terminated": terminated}}
                 ],
             },
         )
 
     async def _status(self, key: tuple[str, str], status: dict[str, Any]) -> None:
-        with contextlib.suppress(ApiError):
-            await self.api.patch(resource_path("v1", "pods", key[0], key[1], "status"), {"status": status})
+        """Write a pod's status; a pod deleted meanwhile needs none, any other refusal is an error."""
+        path = resource_path("v1", "pods", key[0], key[1], "status")
+        for delay in (0.5, 1, 2, 4, None):
+            try:
+                await self.api.patch(path, {"status": status})
+                return
+            except ApiError as err:
+                if err.status == 404:
+                    return
+                if delay is None or (err.status < 500 and err.status != 429):
+                    raise
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                if delay is None:
+                    raise
+            await asyncio.sleep(delay)
 
-    async def _terminate(self, key: tuple[str, str], grace: float, remove: bool) -> None:
+    async def _terminate(self, key: tuple[str, str], uid: str | None, grace: float, remove: bool) -> None:
         proc = self.procs.get(key)
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -272,14 +330,15 @@ class Runner:
         self.procs.pop(key, None)
         self.stopping.discard(key)
         if remove:
-            await self._remove(key)
+            await self._remove(key, uid)
 
-    async def _remove(self, key: tuple[str, str]) -> None:
-        with contextlib.suppress(ApiError):
-            await self.api.delete(resource_path("v1", "pods", key[0], key[1]), grace_seconds=0)
+    async def _remove(self, key: tuple[str, str], uid: str | None) -> None:
+        """The kubelet's last word on a deleted pod: its processes are gone, the object may go (grace 0)."""
+        self.procs.pop(key, None)
+        await self.api.delete(resource_path("v1", "pods", key[0], key[1]), grace_seconds=0, uid=uid)
 
     async def stop(self) -> None:
-        """Kill every process (the runner is going away)."""
+        """Kill every process (the agent is going away)."""
         for proc in self.procs.values():
             if proc is not None and proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):

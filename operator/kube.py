@@ -86,28 +86,34 @@ class KubeApi:
     async def get(self, path: str) -> dict[str, Any]:
         return await self.request("GET", path)
 
-    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self.request("POST", path, body)
+    async def create(self, path: str, body: dict[str, Any], **params: Any) -> dict[str, Any]:
+        return await self.request("POST", path, body, **params)
 
     async def patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self.request("PATCH", path, body, content_type=MERGE_PATCH)
 
-    async def delete(self, path: str, grace_seconds: int | None = None) -> bool:
-        """Delete (background propagation); False when it was already gone."""
+    async def delete(self, path: str, grace_seconds: int | None = None, uid: str | None = None) -> bool:
+        """Delete (background propagation), only the object with `uid` if given; False when already gone."""
         body: dict[str, Any] = {"propagationPolicy": "Background"}
         if grace_seconds is not None:
             body["gracePeriodSeconds"] = grace_seconds
+        if uid:
+            body["preconditions"] = {"uid": uid}
         try:
             await self.request("DELETE", path, body, gracePeriodSeconds=grace_seconds)
         except ApiError as err:
-            if err.status == 404:
+            if err.status == 404 or (uid and err.status == 409):  # 409: a newer object of that name
                 return False
             raise
         return True
 
-    async def watch(self, path: str, resource_version: str | None = None) -> AsyncIterator[dict[str, Any]]:
-        """Watch events ({type, object}) of a collection until the server ends the stream."""
-        params = {"watch": "true", "allowWatchBookmarks": "true"}
+    async def watch(
+        self, path: str, resource_version: str | None = None, **selectors: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Watch events ({type, object}) of a collection until the server ends the stream. BOOKMARK events
+        (their object carries only a resourceVersion) and ERROR events (a Status) come through: the caller
+        resumes from the one and relists on an ERROR 410."""
+        params = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": "300", **selectors}
         if resource_version and resource_version != "...":
             params["resourceVersion"] = resource_version
         async with self._session.get(self.server + path, params=params) as response:

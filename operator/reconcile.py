@@ -316,9 +316,13 @@ def _record(b: _Builder, job: Job, rank0: PodState | None) -> None:
     details = rank0.termination.details
     metrics = details.get("metrics")
     if isinstance(metrics, dict) and metrics:
-        b.status["metrics"] = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        finite, dropped = st.status_metrics(metrics)
+        if dropped and b.status.get("metrics") != finite:
+            message = f"left out of status.metrics, JSON cannot hold them: {', '.join(dropped)} (not finite)"
+            b.d.events.append(("Warning", st.METRIC_NOT_FINITE, message))
+        b.status["metrics"] = finite
         if isinstance(job, TestJob):
-            b.status["headlineMetric"] = st.headline(b.status["metrics"])
+            b.status["headlineMetric"] = st.headline(metrics)
     for key in ("epoch", "iter"):
         if isinstance(details.get(key), int):
             b.status[key] = details[key]

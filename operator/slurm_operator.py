@@ -105,10 +105,10 @@ def read_progress(job: Job, work_dir: Path) -> dict[str, Any]:
             result = json.loads((work_dir / "metrics.json").read_text())
         except (OSError, ValueError):
             return {}
-        metrics = {k: v for k, v in (result.get("metrics") or {}).items() if isinstance(v, int | float)}
+        raw = result.get("metrics") or {}
         return {
-            "metrics": metrics,
-            "headlineMetric": st.headline(metrics),
+            "metrics": st.status_metrics(raw)[0],
+            "headlineMetric": st.headline(raw),
             "checkpoint": result.get("checkpoint"),
         }
     try:
@@ -116,7 +116,7 @@ def read_progress(job: Job, work_dir: Path) -> dict[str, Any]:
     except OSError:
         best = None
     return {
-        "metrics": {k: v for k, v in last_metrics(work_dir).items() if isinstance(v, int | float)},
+        "metrics": st.status_metrics(last_metrics(work_dir))[0],
         "lastCheckpoint": last_checkpoint(work_dir),
         "bestCheckpoint": best,
     }

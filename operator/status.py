@@ -11,6 +11,7 @@ are Kubernetes style; `set_condition` moves lastTransitionTime only when the con
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ SUCCEEDED, FAILED, SUSPENDED = "Succeeded", "Failed", "Suspended"
 # Condition reasons: named constants, so users and alerts can match on them.
 PODS_CREATED = "PodsCreated"
 CHILD_CONFLICT = "ChildConflict"
+CREATE_REFUSED = "CreateRefused"  # the API server refused a pod or the Service (403, 422, quota, admission)
 WAITING_FOR_TRAIN_JOB = "WaitingForTrainJob"
 ALL_NODES_RUNNING = "AllNodesRunning"
 NODES_STARTING = "NodesStarting"
@@ -183,6 +185,20 @@ def clear_condition(
     if condition(conditions, type_) is None:
         return conditions
     return set_condition(conditions, type_, "False", reason, message, now)
+
+
+METRIC_NOT_FINITE = "MetricNotFinite"
+
+
+def status_metrics(metrics: Any) -> tuple[dict[str, float], list[str]]:
+    """The numeric metrics a status can hold, and the keys of those it cannot: JSON has no inf or NaN (a
+    PSNR of an exact reproduction is inf), and the API server refuses a status carrying one, so it would
+    never be written again. The headline keeps them as text (`psnr: inf`)."""
+    if not isinstance(metrics, dict):
+        return {}, []
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    finite = {k: v for k, v in numbers.items() if math.isfinite(v)}
+    return finite, [k for k in numbers if k not in finite]
 
 
 def headline(metrics: dict[str, Any]) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,10 @@ def slurm_cluster():
         os.environ.pop("SLURM_CONF", None)
     else:
         os.environ["SLURM_CONF"] = previous
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the real control plane if this session started it (tests/operator/operator_harness.py)."""
+    harness = sys.modules.get("operator_harness")
+    if harness is not None:
+        harness.stop_control_plane()

@@ -1,7 +1,7 @@
 """Least privilege, both ways: the chart's RBAC rules are exactly the API calls the operator makes.
 
 The operator (kopf + operator/kube.py) runs in-process against the kmock API emulator of
-tests/operator/operator_harness.py, through a scenario that walks every code path that talks to the API:
+tests/operator/emulator_harness.py, through a scenario that walks every code path that talks to the API:
 pods and Service created, a pod failing (gang restart: pods deleted), success, ttlSecondsAfterFinished
 (the job deleted), a TestJob reading its TrainJob, a name clash with a foreign pod (read back), a job
 deleted by the user (its Service read and deleted), events, and kopf peering. Every request carrying the
@@ -27,7 +27,7 @@ import kopf
 import pytest
 from chart_helpers import NAMESPACE as RELEASE_NAMESPACE
 from chart_helpers import find, one
-from operator_harness import NS, Cluster, termination, train_job
+from emulator_harness import NS, Cluster, termination, train_job
 
 from torchyard.operator.controller import OperatorConfig
 from torchyard.operator.emulator import Emulator
@@ -40,6 +40,11 @@ NODES = ["digits-mlp-node-0", "digits-mlp-node-1"]
 Call = tuple[str, str, str, str | None]  # (API group, resource[/subresource], verb, namespace or None)
 Permission = tuple[str, str, str]  # (API group, resource[/subresource], verb)
 
+# Granted though the operator never calls it: the OwnerReferencesPermissionEnforcement admission plugin lets
+# only whoever may update a job's finalizers create children that name it with blockOwnerDeletion.
+ADMISSION_REQUIRED: set[Permission] = {
+    ("torchyard.dev", resource, "update") for resource in ("trainjobs/finalizers", "testjobs/finalizers")
+}
 KOPF_OBSERVATION: dict[str, set[Permission]] = {
     "clusterWide": {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")},
     "namespaces": {
@@ -209,7 +214,7 @@ def recorded() -> dict[str, set[Call]]:
 
 def test_cluster_wide_rules_are_exactly_the_calls(recorded, render):
     calls = recorded["clusterWide"]
-    used = {call[:3] for call in calls} | KOPF_OBSERVATION["clusterWide"]
+    used = {call[:3] for call in calls} | KOPF_OBSERVATION["clusterWide"] | ADMISSION_REQUIRED
     for peering in (True, False):
         manifests = render({"peering": {"enabled": peering}})
         assert not find(manifests, "Role")
@@ -220,7 +225,7 @@ def test_cluster_wide_rules_are_exactly_the_calls(recorded, render):
 def test_namespaced_rules_are_exactly_the_calls(recorded, render):
     calls = recorded["namespaces"]
     assert {call[3] for call in calls} == {NS}, "serving one namespace, every call stays in it"
-    used = {call[:3] for call in calls}
+    used = {call[:3] for call in calls} | ADMISSION_REQUIRED
     for peering in (True, False):
         manifests = render(
             {"watch": {"mode": "namespaces", "namespaces": [NS]}, "peering": {"enabled": peering}}

@@ -22,7 +22,7 @@ import aiohttp.web_server
 import attrs
 import kmock
 import pytest
-from operator_harness import NS, Cluster, running_operator, termination, train_job
+from emulator_harness import NS, Cluster, running_operator, termination, train_job
 
 from torchyard.operator.emulator import Emulator
 

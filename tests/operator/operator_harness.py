@@ -1,9 +1,16 @@
-"""Scenario-test harness: the kmock-based API emulator, the operator in-process, a simulated kubelet.
+"""Scenario-test harness on the real control plane of `make cluster` (etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler of one pinned release): the operator in-process, authenticated as
+the Helm chart's ServiceAccount (so the chart's RBAC is enforced), and a scripted node per test.
 
-async with running_cluster() as cluster, running_operator(cluster) as op:
-    await cluster.create(job_dict)
-    await cluster.kubelet.finish("digits-mlp-node-1", exit_code=1)
-    await cluster.wait_phase("TrainJob", "digits-mlp", "Restarting")
+Each `running_cluster()` gets a namespace of its own and a Node that only its pods can land on (the real
+PodNodeSelector and PodTolerationRestriction admission plugins add the node selector and the toleration to
+every pod of the namespace), so tests never see each other's pods. The real scheduler binds the pods; the
+scripted node (a kubelet whose containers the test ends with `finish`) reports their status.
+
+    async with running_cluster() as cluster, running_operator(cluster) as op:
+        await cluster.create(job_dict)
+        await cluster.kubelet.finish("digits-mlp-node-1", exit_code=1)
+        await cluster.wait_phase("TrainJob", "digits-mlp", "Restarting")
 """
 
 from __future__ import annotations
@@ -12,26 +19,34 @@ import asyncio
 import contextlib
 import copy
 import json
+import os
+import secrets
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import kmock
+import aiohttp
 import kopf
 
 from torchyard.operator.controller import OperatorConfig, job_path
-from torchyard.operator.emulator import Emulator, now_rfc3339
 from torchyard.operator.handlers import build_registry, memo_for
 from torchyard.operator.kube import ApiError, KubeApi, resource_path
+from torchyard.operator.node import NodeHeartbeat, node_manifest, rfc3339
 
-NS = "default"
-PODS = resource_path("v1", "pods", NS)
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER_DIR = Path(os.environ.get("TORCHYARD_CLUSTER_DIR", REPO / ".cluster"))
+TOOLS = Path(os.environ.get("TORCHYARD_TOOLS", REPO / ".tools"))
+RELEASE, RELEASE_NAMESPACE = "torchyard", "torchyard-system"
+TEST_NODE_KEY = "torchyard.dev/test-namespace"
 
 TRAIN = {
     "apiVersion": "torchyard.dev/v1alpha1",
     "kind": "TrainJob",
-    "metadata": {"name": "digits-mlp", "namespace": NS},
+    "metadata": {"name": "digits-mlp"},
     "spec": {"image": "torchyard/trainer:0.1.0", "config": "configs/digits_mlp.py", "nodes": 2},
 }
 
@@ -47,68 +62,259 @@ def termination(status: str = "succeeded", code: int = 0, **details: Any) -> str
     return json.dumps({"status": status, "exitCode": code, "reason": "", "message": "", **details})
 
 
-class Kubelet:
-    """Drives pod phases like a kubelet would: new pods run at once; tests end them with `finish`."""
+@dataclass
+class ControlPlane:
+    """The running control plane: where it is, and how to log in as the admin or the operator."""
 
-    def __init__(self, api: KubeApi, auto_run: bool = True) -> None:
-        self.api, self.auto_run = api, auto_run
-        self.created: list[str] = []  # every pod creation seen, in order (duplicates would show here)
+    dir: Path
+    server: str
+    started_here: bool
+
+    def admin(self) -> kopf.ConnectionInfo:
+        pki = self.dir / "pki"
+        return kopf.ConnectionInfo(
+            server=self.server,
+            ca_path=str(pki / "ca.crt"),
+            certificate_path=str(pki / "admin.crt"),
+            private_key_path=str(pki / "admin.key"),
+        )
+
+    def as_token(self, token: str) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=self.server, ca_path=str(self.dir / "pki" / "ca.crt"), token=token)
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        env = {**os.environ, "KUBECONFIG": str(self.dir / "admin.kubeconfig")}
+        done = subprocess.run(
+            [str(TOOLS / "bin" / "kubectl"), *args], env=env, input=input, capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"kubectl {' '.join(args)} failed:\n{done.stderr}"
+        return done.stdout
+
+
+_control_plane: ControlPlane | None = None
+
+
+def control_plane() -> ControlPlane:
+    """The control plane of scripts/cluster/up.sh, started once per test session (stopped at its end by
+    tests/conftest.py when this session started it) with the Helm chart installed (operator scaled to 0:
+    tests run it in-process). It must be built already: `make cluster-build` (make test does it)."""
+    global _control_plane
+    if _control_plane is not None:
+        return _control_plane
+    built = subprocess.run(
+        [str(REPO / "scripts/cluster/build.sh"), "--check"], capture_output=True, text=True
+    )
+    if built.returncode != 0:
+        raise AssertionError(
+            "the real Kubernetes control plane is not built: run `make cluster-build` (a cold build takes "
+            f"~15 min) or `make test`, which builds it\n{built.stderr}"
+        )
+    up = subprocess.run(
+        [str(REPO / "scripts/cluster/up.sh"), str(CLUSTER_DIR)], capture_output=True, text=True, timeout=300
+    )
+    if up.returncode != 0:
+        raise AssertionError(f"scripts/cluster/up.sh failed:\n{up.stderr}\n{up.stdout}")
+    port = (CLUSTER_DIR / "run" / "apiserver.port").read_text().strip()
+    plane = ControlPlane(CLUSTER_DIR, f"https://127.0.0.1:{port}", "already running" not in up.stderr)
+    helm = subprocess.run(
+        [
+            str(TOOLS / "bin" / "helm"),
+            "upgrade",
+            "--install",
+            RELEASE,
+            str(REPO / "charts" / "torchyard"),
+            "--namespace",
+            RELEASE_NAMESPACE,
+            "--create-namespace",
+            "--set",
+            "replicaCount=0",
+        ],
+        env={**os.environ, "KUBECONFIG": str(CLUSTER_DIR / "admin.kubeconfig")},
+        capture_output=True,
+        text=True,
+    )
+    if helm.returncode != 0:
+        raise AssertionError(f"helm install of charts/torchyard failed:\n{helm.stderr}")
+    _control_plane = plane
+    return plane
+
+
+def stop_control_plane() -> None:
+    """At the end of the session: stop the control plane if this session started it."""
+    if _control_plane is not None and _control_plane.started_here:
+        subprocess.run([str(REPO / "scripts/cluster/down.sh"), str(_control_plane.dir)], capture_output=True)
+
+
+async def operator_token(api: KubeApi, account: str = RELEASE) -> str:
+    """A token of the chart's ServiceAccount (TokenRequest), as its pod would get one."""
+    path = resource_path("v1", "serviceaccounts", RELEASE_NAMESPACE, account, "token")
+    request = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3600},
+    }
+    return (await api.create(path, request))["status"]["token"]
+
+
+class Kubelet:
+    """The test's node: registered and kept Ready (node.py); pods the scheduler binds to it start running
+    at once (`auto_run`); tests end them with `finish`; deleted pods go at once, as after a quick exit."""
+
+    def __init__(self, api: KubeApi, namespace: str, auto_run: bool = True) -> None:
+        self.api, self.namespace, self.auto_run = api, namespace, auto_run
+        self.name = namespace
+        self.created: list[str] = []  # every pod bound to this node, in order (duplicates would show here)
+        self._seen: set[str] = set()
+
+    def manifest(self) -> dict[str, Any]:
+        node = node_manifest(self.name, {TEST_NODE_KEY: self.namespace})
+        node["spec"]["taints"] = [{"key": TEST_NODE_KEY, "value": self.namespace, "effect": "NoSchedule"}]
+        return node
 
     async def run(self) -> None:
-        async for event in self.api.watch(PODS):
-            pod = event["object"]
-            if event["type"] == "ADDED" and (pod.get("status") or {}).get("phase") == "Pending":
-                self.created.append(pod["metadata"]["name"])
-                if self.auto_run:
-                    await self.start(pod["metadata"]["name"])
+        path = resource_path("v1", "pods", self.namespace)
+        selector = {"fieldSelector": f"spec.nodeName={self.name}"}
+        version = None
+        while True:
+            if version is None:
+                listing = await self.api.request("GET", path, **selector)
+                version = listing["metadata"]["resourceVersion"]
+                for pod in listing["items"]:
+                    await self._handle(pod)
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                async for event in self.api.watch(path, version, **selector):
+                    if event["type"] == "ERROR":
+                        version = None
+                        break
+                    version = event["object"]["metadata"]["resourceVersion"]
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        await self._handle(event["object"])
+
+    async def _handle(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        if meta.get("deletionTimestamp"):
+            await self.api.delete(
+                resource_path("v1", "pods", self.namespace, meta["name"]), grace_seconds=0, uid=meta["uid"]
+            )
+            return
+        if meta["uid"] in self._seen or (pod.get("status") or {}).get("phase") not in (None, "Pending"):
+            return
+        self._seen.add(meta["uid"])
+        self.created.append(meta["name"])
+        if self.auto_run:
+            await self.start(meta["name"])
 
     async def start(self, name: str) -> None:
-        await self._status(name, {"phase": "Running", "startTime": now_rfc3339()})
+        await self._status(name, {"phase": "Running", "startTime": rfc3339()})
 
     async def finish(self, name: str, exit_code: int = 0, message: str | None = None) -> None:
         terminated = {
             "exitCode": exit_code,
             "reason": "Completed" if exit_code == 0 else "Error",
-            "finishedAt": now_rfc3339(),
+            "finishedAt": rfc3339(),
         }
         if message is not None:
             terminated["message"] = message
-        state = {"name": "trainjob", "ready": False, "state": {"terminated": terminated}}
+        state = {
+            "name": "trainjob",
+            "image": "x",
+            "imageID": "",
+            "ready": False,
+            "restartCount": 0,
+            "state": {"terminated": terminated},
+        }
         await self._status(
             name, {"phase": "Succeeded" if exit_code == 0 else "Failed", "containerStatuses": [state]}
         )
 
     async def _status(self, name: str, status: dict[str, Any]) -> None:
         with contextlib.suppress(ApiError):
-            await self.api.patch(resource_path("v1", "pods", NS, name, "status"), {"status": status})
+            await self.api.patch(
+                resource_path("v1", "pods", self.namespace, name, "status"), {"status": status}
+            )
 
 
 class Cluster:
-    def __init__(self, emulator: Emulator, url: str) -> None:
-        self.emulator, self.url = emulator, url
-        self.info = kopf.ConnectionInfo(server=url, insecure=True)
+    """One test's view of the control plane: its namespace, an admin client, its node."""
+
+    def __init__(self, plane: ControlPlane, namespace: str) -> None:
+        self.plane, self.ns = plane, namespace
+        self.info = plane.admin()
         self.api = KubeApi(self.info)
-        self.kubelet = Kubelet(self.api)
+        self.kubelet = Kubelet(self.api, namespace)
+        self.created: list[str] = []  # every pod created in the namespace (seen by a watch), in order
+        self.volumes: list[str] = []  # PersistentVolumes made for the namespace's claims
 
     async def create(self, job: dict[str, Any]) -> dict[str, Any]:
-        return await self.api.create(job_path(job["kind"], NS), job)
+        """Create as kubectl does: unknown fields are refused (fieldValidation=Strict), not dropped."""
+        return await self.api.create(job_path(job["kind"], self.ns), job, fieldValidation="Strict")
+
+    async def create_or_refusal(self, job: dict[str, Any]) -> ApiError | None:
+        """Create `job`; the API server's refusal (the CRD schema, admission) if it refuses."""
+        try:
+            await self.create(job)
+        except ApiError as err:
+            if 400 <= err.status < 500:
+                return err
+            raise
+        return None
+
+    async def volume_claim(self, name: str) -> None:
+        """A PersistentVolumeClaim bound to a PersistentVolume made for it (a folder on this host)."""
+        volume = f"{self.ns}-{name}"
+        await self.api.create(
+            resource_path("v1", "persistentvolumes"),
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": volume},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "hostPath": {"path": f"/tmp/torchyard-tests/{volume}"},
+                    "claimRef": {"namespace": self.ns, "name": name},
+                },
+            },
+        )
+        self.volumes.append(volume)
+        await self.api.create(
+            resource_path("v1", "persistentvolumeclaims", self.ns),
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "volumeName": volume,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
 
     async def job(self, kind: str, name: str) -> dict[str, Any] | None:
         try:
-            return await self.api.get(job_path(kind, NS, name))
+            return await self.api.get(job_path(kind, self.ns, name))
         except ApiError as err:
             if err.status == 404:
                 return None
             raise
 
     async def patch_spec(self, kind: str, name: str, **spec: Any) -> None:
-        await self.api.patch(job_path(kind, NS, name), {"spec": spec})
+        await self.api.patch(job_path(kind, self.ns, name), {"spec": spec})
 
     async def pods(self) -> dict[str, dict[str, Any]]:
-        items = (await self.api.get(PODS))["items"]
+        items = (await self.api.get(resource_path("v1", "pods", self.ns)))["items"]
         return {pod["metadata"]["name"]: pod for pod in items}
 
-    async def wait(self, check: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
+    async def events(self, name: str) -> list[dict[str, Any]]:
+        """The events about object `name`, in the order the server stored them."""
+        items = (await self.api.get(resource_path("v1", "events", self.ns)))["items"]
+        about = [e for e in items if e["involvedObject"]["name"] == name]
+        return sorted(about, key=lambda e: int(e["metadata"]["resourceVersion"]))
+
+    async def wait(self, check: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
         deadline = time.monotonic() + timeout
         while True:
             result = await check()
@@ -116,10 +322,10 @@ class Cluster:
                 return result
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
 
     async def wait_status(
-        self, kind: str, name: str, predicate: Callable[[dict], bool], timeout: float = 20, what: str = ""
+        self, kind: str, name: str, predicate: Callable[[dict], bool], timeout: float = 30, what: str = ""
     ) -> dict[str, Any]:
         async def check() -> dict | None:
             job = await self.job(kind, name)
@@ -128,12 +334,12 @@ class Cluster:
 
         return await self.wait(check, timeout, what)
 
-    async def wait_phase(self, kind: str, name: str, phase: str, timeout: float = 20) -> dict[str, Any]:
+    async def wait_phase(self, kind: str, name: str, phase: str, timeout: float = 30) -> dict[str, Any]:
         return await self.wait_status(
             kind, name, lambda s: s.get("phase") == phase, timeout, f"phase {phase}"
         )
 
-    async def wait_pods(self, predicate: Callable[[dict], bool], timeout: float = 20, what: str = "") -> dict:
+    async def wait_pods(self, predicate: Callable[[dict], bool], timeout: float = 30, what: str = "") -> dict:
         async def check() -> dict | None:
             pods = await self.pods()
             return pods if predicate(pods) else None
@@ -151,27 +357,85 @@ class Cluster:
 
         return await self.wait_pods(ok, what=f"{names} running in attempt {attempt}")
 
+    async def watch_creations(self) -> None:
+        path = resource_path("v1", "pods", self.ns)
+        listing = await self.api.get(path)
+        seen = {pod["metadata"]["uid"] for pod in listing["items"]}
+        async for event in self.api.watch(path, listing["metadata"]["resourceVersion"]):
+            uid = event["object"].get("metadata", {}).get("uid")
+            if event["type"] == "ADDED" and uid not in seen:
+                seen.add(uid)
+                self.created.append(event["object"]["metadata"]["name"])
+
+    async def setup(self) -> None:
+        tolerations = [{"key": TEST_NODE_KEY, "operator": "Equal", "value": self.ns, "effect": "NoSchedule"}]
+        namespace = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": self.ns,
+                "annotations": {
+                    "scheduler.alpha.kubernetes.io/node-selector": f"{TEST_NODE_KEY}={self.ns}",
+                    "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps(tolerations),
+                },
+            },
+        }
+        await self.api.create(resource_path("v1", "namespaces"), namespace)
+
+        async def has_default_account() -> bool:  # pods are refused until the controller manager made it
+            try:
+                return bool(await self.api.get(resource_path("v1", "serviceaccounts", self.ns, "default")))
+            except ApiError:
+                return False
+
+        await self.wait(has_default_account, 30, "the namespace's default ServiceAccount")
+
+    async def teardown(self) -> None:
+        """Let the namespace go: finalizers of jobs no operator serves any more are dropped first, and the
+        node goes with it (pod GC then removes whatever was still bound to it)."""
+        for kind in ("TrainJob", "TestJob"):
+            for job in (await self.api.get(job_path(kind, self.ns)))["items"]:
+                with contextlib.suppress(ApiError):
+                    await self.api.patch(
+                        job_path(kind, self.ns, job["metadata"]["name"]), {"metadata": {"finalizers": None}}
+                    )
+        with contextlib.suppress(ApiError):
+            await self.api.delete(resource_path("v1", "namespaces", None, self.ns))
+        for name in [*self.volumes, self.kubelet.name]:
+            with contextlib.suppress(ApiError):
+                plural = "persistentvolumes" if name in self.volumes else "nodes"
+                await self.api.delete(resource_path("v1", plural, None, name))
+
 
 @contextlib.asynccontextmanager
 async def running_cluster(kubelet: bool = True) -> AsyncIterator[Cluster]:
-    async with Emulator() as emulator, kmock.Server(emulator) as server:
-        cluster = Cluster(emulator, str(server.url).rstrip("/"))
-        task = asyncio.create_task(cluster.kubelet.run()) if kubelet else None
-        try:
+    plane = await asyncio.to_thread(control_plane)
+    cluster = Cluster(plane, f"t-{secrets.token_hex(4)}")
+    tasks: list[asyncio.Task] = []
+    try:
+        await cluster.setup()
+        tasks.append(asyncio.create_task(cluster.watch_creations()))
+        async with contextlib.AsyncExitStack() as stack:
+            if kubelet:
+                await stack.enter_async_context(NodeHeartbeat(cluster.api, cluster.kubelet.manifest()))
+                tasks.append(asyncio.create_task(cluster.kubelet.run()))
             yield cluster
-        finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            await cluster.api.close()
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await cluster.teardown()
+        await cluster.api.close()
 
 
 @contextlib.asynccontextmanager
 async def running_operator(cluster: Cluster, **config: Any) -> AsyncIterator[kopf.Memo]:
-    """kopf in its own thread and event loop (as in its own process), talking to the emulator."""
-    config.setdefault("report_grace", 0.3)
-    memo = memo_for(OperatorConfig(connection=cluster.info, **config))
+    """kopf in its own thread and event loop (as in its own process), logged in as the chart's
+    ServiceAccount: a call the chart's RBAC does not allow fails as it would in the cluster."""
+    config.setdefault("report_grace", 2.0)  # a loaded machine may take that long between two pods' reports
+    connection = cluster.plane.as_token(await operator_token(cluster.api))
+    memo = memo_for(OperatorConfig(connection=connection, **config))
     async with running_kopf(build_registry(), memo, name="operator"):
         yield memo
 

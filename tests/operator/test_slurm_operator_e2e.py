@@ -1,8 +1,8 @@
-"""The operator's Slurm mode end to end: kopf in-process against the API emulator, jobs on the real Slurm of
-tests/slurm/cluster.sh (nodes n1, n2 on this host), no mocks.
+"""The operator's Slurm mode end to end: kopf in-process against the real control plane of `make cluster`,
+jobs on the real Slurm of tests/slurm/cluster.sh (nodes n1, n2 on this host), no mocks.
 
-A TrainJob created in the emulator is submitted through sbatch, trains on 2 nodes and ends Succeeded with its
-metrics in status; deleting a running job scancels it (the finalizer); suspend scancels it (Suspended) and
+A TrainJob created in the API server is submitted through sbatch, trains on 2 nodes and ends Succeeded with
+its metrics in status; deleting a running job scancels it (the finalizer); suspend scancels it (Suspended) and
 unsuspend submits it again, resuming from its checkpoint, to Succeeded; activeDeadlineSeconds scancels and
 fails it.
 """
@@ -36,7 +36,7 @@ def submit_dir(tmp_path) -> Path:
 
 @contextlib.asynccontextmanager
 async def slurm_operator(cluster: Cluster, submit_dir: Path) -> AsyncIterator[kopf.Memo]:
-    """`torchyard operator run --backend slurm`, in its own thread and event loop, against the emulator."""
+    """`torchyard operator run --backend slurm`, in its own thread and event loop, against the API server."""
     memo = slurm_memo(OperatorConfig(connection=cluster.info), SlurmConfig(submit_dir, poll_seconds=0.5))
     async with running_kopf(build_slurm_registry(), memo, name="slurm-operator"):
         yield memo

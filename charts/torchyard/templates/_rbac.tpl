@@ -14,6 +14,12 @@ them with these rules both ways; change them only together with the operator's c
 - apiGroups: [torchyard.dev]
   resources: [trainjobs/status, testjobs/status]
   verbs: [patch]
+# never called, but required: the pods and the Service name their job as owner with blockOwnerDeletion,
+# which the OwnerReferencesPermissionEnforcement admission plugin (on in OpenShift and hardened clusters)
+# allows only to whoever may update the owner's finalizers; without it every create is refused (403)
+- apiGroups: [torchyard.dev]
+  resources: [trainjobs/finalizers, testjobs/finalizers]
+  verbs: [update]
 # the pods of the jobs: watched (an index by job), created per attempt, deleted on restart, suspension,
 # deadline or deletion of the job; read back when a create finds a pod of that name already there
 - apiGroups: [""]
