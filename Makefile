@@ -28,6 +28,11 @@ demo: install
 	$(BIN)/torchyard-test configs/digits_cnn.py $(WORK_DIR) --work-dir $(WORK_DIR)/test
 	@echo "logs, metrics and checkpoints: $(WORK_DIR)/ (best checkpoint: $$(cat $(WORK_DIR)/best_checkpoint))"
 
+# The README's Kubernetes path for real: cluster, node, helm install (the operator runs as its Deployment's
+# pod on the node), kubectl apply of examples/trainjob.yaml, then its TestJob; exits 0 only if both succeed.
+demo-k8s: install tools cluster-build
+	BIN=$(BIN) TOOLS=$(TOOLS) CLUSTER_DIR=$(CLUSTER_DIR) scripts/demo-k8s.sh
+
 # One training and one evaluation of each task family (a few minutes on 2 CPUs), beside its baseline.
 TASKS_DIR ?= work_dirs/tasks
 demo-tasks: install

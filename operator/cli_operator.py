@@ -83,6 +83,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="a label of the Node (repeatable), e.g. for pods' nodeSelector",
     )
     dev.add_argument(
+        "--taint",
+        action="append",
+        default=[],
+        metavar="KEY[=VALUE]:EFFECT",
+        help="a taint of the Node (repeatable): only pods that tolerate it land here",
+    )
+    dev.add_argument(
         "--volumes",
         type=Path,
         default=Path("dev-cluster/volumes"),
@@ -152,14 +159,18 @@ async def _dev_cluster(args: argparse.Namespace) -> None:
 
     from torchyard.operator.devcluster import Runner
     from torchyard.operator.kube import KubeApi
-    from torchyard.operator.node import NodeHeartbeat, node_manifest
+    from torchyard.operator.node import NodeHeartbeat, node_manifest, parse_taint
 
     labels = dict(_key_value(item) for item in args.label)
+    try:
+        taints = [parse_taint(item) for item in args.taint]
+    except ValueError as err:
+        raise SystemExit(f"torchyard dev-cluster: --taint: {err}") from None
     info = kopf.login_via_client(logger=logging.getLogger("dev-cluster"), settings=kopf.OperatorSettings())
     async with contextlib.AsyncExitStack() as stack:
         api = KubeApi(info)
         stack.push_async_callback(api.close)
-        node = await stack.enter_async_context(NodeHeartbeat(api, node_manifest(args.node, labels)))
+        node = await stack.enter_async_context(NodeHeartbeat(api, node_manifest(args.node, labels, taints)))
         runner = Runner(api, args.volumes.resolve(), args.state.resolve(), args.node, args.workdir)
         stack.push_async_callback(runner.stop)
         print(f"dev-cluster: node {args.node} is Ready at {info.server}; pod logs: {args.state}/", flush=True)

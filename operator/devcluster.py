@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -70,14 +71,44 @@ def expand(value: str, env: dict[str, str]) -> str:
     )
 
 
-def local_pod(pod: dict[str, Any], volumes: Path, state: Path, ports: dict[tuple, int]) -> LocalPod:
-    """The argv, env and folders of `pod` here; `ports` maps (namespace, subdomain, port) -> a local port."""
+def field_value(pod: dict[str, Any], path: str) -> str:
+    """The downward API's value of `path` (metadata.name, metadata.namespace, spec.nodeName, ...)."""
+    value: Any = pod
+    for part in path.split("."):
+        value = value.get(part, "") if isinstance(value, dict) else ""
+    return str(value)
+
+
+def in_cluster_kubeconfig(server: str, folder: Path) -> dict[str, Any]:
+    """A kubeconfig with the pod's own token and CA files (re-read by clients that honour tokenFile)."""
+    cluster = {"server": server, "certificate-authority": str(folder / "ca.crt")}
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "in-cluster", "cluster": cluster}],
+        "users": [{"name": "pod", "user": {"tokenFile": str(folder / "token")}}],
+        "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster", "user": "pod"}}],
+        "current-context": "in-cluster",
+    }
+
+
+def local_pod(
+    pod: dict[str, Any],
+    volumes: Path,
+    state: Path,
+    ports: dict[tuple, int],
+    claims: dict[str, Path] | None = None,
+) -> LocalPod:
+    """The argv, env and folders of `pod` here; `ports` maps (namespace, subdomain, port) -> a local port,
+    `claims` a PersistentVolumeClaim to the folder of its volume (else `volumes/<claimName>`)."""
     meta, spec = pod["metadata"], pod["spec"]
     namespace, name = meta.get("namespace", "default"), meta["name"]
     container = spec["containers"][0]
     env: dict[str, str] = {}
     for item in container.get("env") or []:
-        env[item["name"]] = expand(str(item.get("value", "")), env)
+        field_ref = (item.get("valueFrom") or {}).get("fieldRef")
+        value = field_value(pod, field_ref["fieldPath"]) if field_ref else str(item.get("value", ""))
+        env[item["name"]] = expand(value, env)
     mounts: list[tuple[str, Path]] = []
     directories = []
     volume_sources = {v["name"]: v for v in spec.get("volumes") or []}
@@ -86,7 +117,10 @@ def local_pod(pod: dict[str, Any], volumes: Path, state: Path, ports: dict[tuple
         if mount["mountPath"] == "/dev/shm":
             continue
         if "persistentVolumeClaim" in volume:
-            local = volumes / volume["persistentVolumeClaim"]["claimName"]
+            claim = volume["persistentVolumeClaim"]["claimName"]
+            local = (claims or {}).get(claim) or volumes / claim
+        elif "projected" in volume:  # the ServiceAccount token volume: written by Runner._project
+            local = state / namespace / name / mount["name"]
         else:
             local = state / namespace / name / mount["name"]
         local = local / mount["subPath"] if mount.get("subPath") else local
@@ -216,17 +250,75 @@ class Runner:
     def _files(self, key: tuple[str, str], suffix: str) -> Path:
         return self.state / key[0] / f"{key[1]}{suffix}"
 
+    async def _claims(self, pod: dict[str, Any]) -> dict[str, Path]:
+        """The folders of the pod's claims whose volume is a folder of this host (hostPath or local), as a
+        kubelet would mount them; other claims live under --volumes."""
+        namespace = pod["metadata"].get("namespace", "default")
+        folders = {}
+        for volume in pod["spec"].get("volumes") or []:
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if not claim:
+                continue
+            bound = await self.api.get(resource_path("v1", "persistentvolumeclaims", namespace, claim))
+            volume_name = bound.get("spec", {}).get("volumeName")
+            if not volume_name:
+                continue
+            source = (await self.api.get(resource_path("v1", "persistentvolumes", None, volume_name)))["spec"]
+            path = (source.get("hostPath") or source.get("local") or {}).get("path")
+            if path:
+                folders[claim] = Path(path)
+        return folders
+
+    async def _project(self, key: tuple[str, str], pod: dict[str, Any]) -> Path | None:
+        """Write the pod's ServiceAccount token volume (a bound token, ca.crt, namespace) as a kubelet does,
+        and a kubeconfig beside it: a process cannot see the fixed in-cluster path, so KUBECONFIG names it."""
+        namespace, name = key
+        for volume in pod["spec"].get("volumes") or []:
+            sources = (volume.get("projected") or {}).get("sources") or []
+            wanted = next((s["serviceAccountToken"] for s in sources if "serviceAccountToken" in s), None)
+            if wanted is None:
+                continue
+            account = pod["spec"].get("serviceAccountName") or "default"
+            bound = {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": pod["metadata"]["uid"]}
+            seconds = wanted.get("expirationSeconds", 3607)
+            spec: dict[str, Any] = {"expirationSeconds": seconds, "boundObjectRef": bound}
+            if wanted.get("audience"):
+                spec["audiences"] = [wanted["audience"]]
+            path = resource_path("v1", "serviceaccounts", namespace, account, "token")
+            token = await self.api.create(path, {"apiVersion": "authentication.k8s.io/v1", "spec": spec})
+            files = {wanted.get("path", "token"): token["status"]["token"]}
+            for source in sources:
+                if "configMap" in source:
+                    config_map = resource_path("v1", "configmaps", namespace, source["configMap"]["name"])
+                    data = (await self.api.get(config_map)).get("data") or {}
+                    for item in source["configMap"].get("items") or [{"key": k, "path": k} for k in data]:
+                        files[item["path"]] = data.get(item["key"], "")
+                for item in (source.get("downwardAPI") or {}).get("items") or []:
+                    files[item["path"]] = field_value(pod, item["fieldRef"]["fieldPath"])
+            folder = self.state / namespace / name / volume["name"]
+            folder.mkdir(parents=True, exist_ok=True)
+            for file_name, text in files.items():
+                (folder / file_name).write_text(text)
+                (folder / file_name).chmod(0o600)
+            kubeconfig = folder / "kubeconfig"
+            kubeconfig.write_text(json.dumps(in_cluster_kubeconfig(self.api.server, folder)))
+            return kubeconfig
+        return None
+
     async def _start(self, key: tuple[str, str], pod: dict[str, Any]) -> None:
         namespace, name = key
-        local = local_pod(pod, self.volumes, self.state, self.ports)
+        local = local_pod(pod, self.volumes, self.state, self.ports, await self._claims(pod))
+        kubeconfig = await self._project(key, pod)
         for directory in local.directories:
             directory.mkdir(parents=True, exist_ok=True)
         termination = self._files(key, ".termination-log")
         termination.parent.mkdir(parents=True, exist_ok=True)
         termination.write_text("")
         bin_dir = str(Path(sys.executable).parent)
+        inherited = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}  # never the node's credentials
         env = {
-            **os.environ,
+            **inherited,
+            **({"KUBECONFIG": str(kubeconfig)} if kubeconfig else {}),
             **local.env,
             "TORCHYARD_TERMINATION_LOG": str(termination),
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",

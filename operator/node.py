@@ -39,8 +39,10 @@ def rfc3339(micro: bool = False) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
 
 
-def node_manifest(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    """The Node object (pure): the standard well-known labels, `labels`, and no taints."""
+def node_manifest(
+    name: str, labels: dict[str, str] | None = None, taints: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    """The Node object (pure): the standard well-known labels, `labels`, and `taints`."""
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -54,8 +56,20 @@ def node_manifest(name: str, labels: dict[str, str] | None = None) -> dict[str, 
                 **(labels or {}),
             },
         },
-        "spec": {},
+        "spec": {"taints": taints} if taints else {},
     }
+
+
+def parse_taint(text: str) -> dict[str, str]:
+    """`key=value:Effect` or `key:Effect`, as `kubectl taint` writes them."""
+    spec, _, effect = text.rpartition(":")
+    key, _, value = spec.partition("=")
+    if not key or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise ValueError(
+            f"taint {text!r} must be KEY[=VALUE]:EFFECT, EFFECT one of NoSchedule, "
+            "PreferNoSchedule, NoExecute"
+        )
+    return {"key": key, "value": value, "effect": effect} if value else {"key": key, "effect": effect}
 
 
 def node_status(capacity: dict[str, str], now: str) -> dict[str, Any]:

@@ -27,6 +27,9 @@ TERMINAL = (Phase.SUCCEEDED.value, Phase.FAILED.value)
 # A node that dies without a word (SIGKILL, OOM) leaves no termination message; the others usually fail
 # right after and rank 0 reports why. Wait this long for that report before deciding whether to retry.
 REPORT_GRACE_SECONDS = 10.0
+# How long after its deletionTimestamp (which already includes the grace period) an old pod may linger
+# before the job says it is stuck: a kubelet confirms a deletion within seconds when its node is up.
+TERMINATING_WAIT_SECONDS = 120.0
 WAIT_FOR_TRAIN_JOB_SECONDS = 5.0
 
 
@@ -76,6 +79,13 @@ class StatusBuilder:
         if self.status.get("phase") != phase.value:
             self.d.events.append(("Warning" if warning else "Normal", reason, message))
         self.status["phase"] = phase.value
+
+    def warn_on_change(self, type_: str, value: str, reason: str, message: str) -> None:
+        """Set a condition, with a Warning event when its reason or message is new."""
+        before = st.condition(self.status["conditions"], type_) or {}
+        if (before.get("status"), before.get("reason"), before.get("message")) != (value, reason, message):
+            self.d.events.append(("Warning", reason, message))
+        self.cond(type_, value, reason, message)
 
     def mark_failed(self, reason: str, message: str) -> None:
         self.cond(st.FAILED, "True", reason, message)
@@ -164,6 +174,7 @@ def decide(
 
     if stale:  # the previous attempt's pods must be gone before the new ones (same names) are created
         b.remove(stale)
+        _stuck_terminating(b, stale)
         return b.d
     if not current or all(p.phase == "Pending" for p in current.values()):
         missing = [rank for rank in range(spec.nodes) if rank not in current]
@@ -182,12 +193,38 @@ def decide(
         b.status["completionTime"] = b.stamp
         b.phase(Phase.SUCCEEDED, st.COMPLETED, message)
         _finished(b, job, pods)
+    elif waiting := sorted((p for p in current.values() if p.waiting), key=lambda p: p.rank):
+        why = [f"node {p.rank} (pod {p.name}): {p.waiting}: {p.waiting_message}" for p in waiting]
+        message = "; ".join(why)
+        b.warn_on_change(st.RUNNING, "False", waiting[0].waiting, message)
     elif all(p.phase in ("Running", "Succeeded") for p in current.values()):
         message = f"all {spec.nodes} node(s) running" + (f" (attempt {attempt + 1})" if attempt else "")
         b.cond(st.RUNNING, "True", st.ALL_NODES_RUNNING, message)
         b.clear(st.RESTARTING, st.ALL_NODES_RUNNING, message)
         b.phase(Phase.RUNNING, st.ALL_NODES_RUNNING, message)
     return b.d
+
+
+def _stuck_terminating(b: _Builder, stale: list[PodState]) -> None:
+    """Old pods that a node never finishes deleting (its node is down or gone) block the next attempt,
+    whose pods have the same names: after a bounded wait, say so and what to do; never force it here."""
+    stuck = []
+    for pod in stale:
+        since = parse_time(pod.deleted_at)
+        if since is None:
+            continue
+        left = (since - b.now).total_seconds() + TERMINATING_WAIT_SECONDS
+        if left <= 0:
+            stuck.append(pod.name)
+        else:
+            b.requeue(left)
+    if stuck:
+        message = (
+            f"pod(s) {', '.join(stuck)} still terminating {TERMINATING_WAIT_SECONDS:.0f} s after their grace "
+            "period: their node may be down; the next attempt waits for them. If the node is gone for good: "
+            f"kubectl delete pod --force --grace-period=0 {' '.join(stuck)}"
+        )
+        b.warn_on_change(st.RESTARTING, "True", st.PODS_STUCK_TERMINATING, message)
 
 
 def _finished(b: _Builder, job: Job, pods: list[PodState]) -> None:

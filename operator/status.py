@@ -28,6 +28,7 @@ SUCCEEDED, FAILED, SUSPENDED = "Succeeded", "Failed", "Suspended"
 PODS_CREATED = "PodsCreated"
 CHILD_CONFLICT = "ChildConflict"
 CREATE_REFUSED = "CreateRefused"  # the API server refused a pod or the Service (403, 422, quota, admission)
+PODS_STUCK_TERMINATING = "PodsStuckTerminating"
 WAITING_FOR_TRAIN_JOB = "WaitingForTrainJob"
 ALL_NODES_RUNNING = "AllNodesRunning"
 NODES_STARTING = "NodesStarting"
@@ -87,7 +88,10 @@ class PodState:
     attempt: int
     phase: str = "Pending"  # Pending | Running | Succeeded | Failed | Unknown
     deleting: bool = False
+    deleted_at: str | None = None  # metadata.deletionTimestamp
     uid: str = ""
+    waiting: str = ""  # why a Pending pod does not start (Unschedulable, ImagePullBackOff, ...)
+    waiting_message: str = ""
     exit_code: int | None = None
     finished_at: str | None = None
     termination: Termination | None = None
@@ -136,11 +140,42 @@ def pod_state(body: dict[str, Any]) -> PodState:
         attempt=_int(labels.get(LABEL_ATTEMPT), 0),
         phase=status.get("phase") or "Pending",
         deleting=bool(meta.get("deletionTimestamp")),
+        deleted_at=meta.get("deletionTimestamp"),
         uid=meta.get("uid", ""),
         exit_code=terminated.get("exitCode"),
         finished_at=terminated.get("finishedAt"),
         termination=Termination.parse(terminated.get("message")),
+        **_waiting(status),
     )
+
+
+# Container waiting reasons that need someone to act (a kubelet retries them forever); ContainerCreating and
+# PodInitializing are normal steps and are not among them.
+STUCK_WAITING = {
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+}
+
+
+def _waiting(status: dict[str, Any]) -> dict[str, str]:
+    """Why a pod does not start: the scheduler's verdict, or its container's waiting reason."""
+    if (status.get("phase") or "Pending") != "Pending":
+        return {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            reason = condition.get("reason") or "Unschedulable"
+            return {"waiting": reason, "waiting_message": condition.get("message") or ""}
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in STUCK_WAITING:
+            return {"waiting": waiting["reason"], "waiting_message": waiting.get("message") or ""}
+    return {}
 
 
 def _int(value: Any, default: int) -> int:

@@ -117,6 +117,18 @@ plugins:
     exemptions: {namespaces: [kube-system]}
 AC
 
+# Every request made by a ServiceAccount of torchyard-system, one JSON line each: tests compare what the operator
+# (as the chart's ServiceAccount) really asked for with the chart's RBAC rules.
+cat > "$dir/audit-policy.yaml" <<AP
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  userGroups: ["system:serviceaccounts:torchyard-system"]
+- level: None
+AP
+
 say "starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler ($("$bin/kube-apiserver" --version))"
 start etcd --name default --data-dir "$dir/etcd" \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
@@ -134,6 +146,8 @@ start kube-apiserver --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --se
     --authorization-mode Node,RBAC \
     --enable-admission-plugins NodeRestriction,OwnerReferencesPermissionEnforcement,PodSecurity,PodNodeSelector,PodTolerationRestriction,ValidatingAdmissionPolicy \
     --admission-control-config-file "$dir/admission.yaml" \
+    --audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/logs/audit.log" \
+    --audit-log-maxsize 200 --audit-log-maxbackup 1 \
     --endpoint-reconciler-type none --allow-privileged=false
 wait_for kube-apiserver 90 ready
 

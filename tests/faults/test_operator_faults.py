@@ -1,5 +1,5 @@
-"""The operator with the dev-cluster runner (real processes: emulator + kubelet stand-in, operator, torchrun
-"nodes"), under faults. The first test does several things in one run to keep CI short:
+"""The operator with a dev-cluster node on the real control plane (real processes: the node agent, the
+operator, torchrun "nodes"), under faults. The first test does several things in one run to keep CI short:
 
 1. node 1 of job `killed` is SIGKILLed at a seeded iteration; the gang restarts and resumes, and the final
    checkpoint in the dev-cluster volume is bit-identical to a `torchyard run` of the same spec;
@@ -55,10 +55,10 @@ def _start_reference(tmp_path: Path) -> subprocess.Popen:
         )
 
 
-def _starts(tmp_path: Path) -> Counter:
+def _starts(tmp_path: Path, namespace: str) -> Counter:
     """How many times the dev-cluster started each pod's process (from its log)."""
     log = (tmp_path / "dev-cluster.log").read_text()
-    return Counter(re.findall(r"started pod default/(\S+) as pid", log))
+    return Counter(re.findall(rf"started pod {namespace}/(\S+) as pid", log))
 
 
 def _span(work_dir: Path) -> tuple[str, str]:
@@ -126,7 +126,7 @@ def test_node_and_operator_killed_mid_job_two_jobs_at_once(tmp_path, monkeypatch
     assert killed["restarts"] == 1 and killed["startTime"] == restarted["startTime"]
     assert second["restarts"] == 0 and killed["epoch"] == second["epoch"] == EPOCHS
     # no duplicate pods: each pod of the killed job ran once per attempt, the second job's once
-    assert _starts(tmp_path) == {
+    assert _starts(tmp_path, cluster.ns) == {
         "killed-node-0": 2,
         "killed-node-1": 2,
         "second-node-0": 1,

@@ -62,6 +62,16 @@ def termination(status: str = "succeeded", code: int = 0, **details: Any) -> str
     return json.dumps({"status": status, "exitCode": code, "reason": "", "message": "", **details})
 
 
+def isolated_namespace(namespace: str) -> dict[str, str]:
+    """Annotations that send every pod of `namespace` to the node labelled and tainted with its name (the
+    PodNodeSelector and PodTolerationRestriction admission plugins add the selector and the toleration)."""
+    toleration = {"key": TEST_NODE_KEY, "operator": "Equal", "value": namespace, "effect": "NoSchedule"}
+    return {
+        "scheduler.alpha.kubernetes.io/node-selector": f"{TEST_NODE_KEY}={namespace}",
+        "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps([toleration]),
+    }
+
+
 @dataclass
 class ControlPlane:
     """The running control plane: where it is, and how to log in as the admin or the operator."""
@@ -167,9 +177,8 @@ class Kubelet:
         self._seen: set[str] = set()
 
     def manifest(self) -> dict[str, Any]:
-        node = node_manifest(self.name, {TEST_NODE_KEY: self.namespace})
-        node["spec"]["taints"] = [{"key": TEST_NODE_KEY, "value": self.namespace, "effect": "NoSchedule"}]
-        return node
+        taint = {"key": TEST_NODE_KEY, "value": self.namespace, "effect": "NoSchedule"}
+        return node_manifest(self.name, {TEST_NODE_KEY: self.namespace}, [taint])
 
     async def run(self) -> None:
         path = resource_path("v1", "pods", self.namespace)
@@ -368,17 +377,10 @@ class Cluster:
                 self.created.append(event["object"]["metadata"]["name"])
 
     async def setup(self) -> None:
-        tolerations = [{"key": TEST_NODE_KEY, "operator": "Equal", "value": self.ns, "effect": "NoSchedule"}]
         namespace = {
             "apiVersion": "v1",
             "kind": "Namespace",
-            "metadata": {
-                "name": self.ns,
-                "annotations": {
-                    "scheduler.alpha.kubernetes.io/node-selector": f"{TEST_NODE_KEY}={self.ns}",
-                    "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps(tolerations),
-                },
-            },
+            "metadata": {"name": self.ns, "annotations": isolated_namespace(self.ns)},
         }
         await self.api.create(resource_path("v1", "namespaces"), namespace)
 
@@ -391,14 +393,15 @@ class Cluster:
         await self.wait(has_default_account, 30, "the namespace's default ServiceAccount")
 
     async def teardown(self) -> None:
-        """Let the namespace go: finalizers of jobs no operator serves any more are dropped first, and the
-        node goes with it (pod GC then removes whatever was still bound to it)."""
+        """Let the namespace go: its jobs first, their finalizers dropped (no operator serves them any more,
+        and the next test's cluster-wide operator must not pick them up), then the namespace and the node
+        (pod GC removes whatever was still bound to it)."""
         for kind in ("TrainJob", "TestJob"):
             for job in (await self.api.get(job_path(kind, self.ns)))["items"]:
+                path = job_path(kind, self.ns, job["metadata"]["name"])
                 with contextlib.suppress(ApiError):
-                    await self.api.patch(
-                        job_path(kind, self.ns, job["metadata"]["name"]), {"metadata": {"finalizers": None}}
-                    )
+                    await self.api.delete(path)
+                    await self.api.patch(path, {"metadata": {"finalizers": None}})
         with contextlib.suppress(ApiError):
             await self.api.delete(resource_path("v1", "namespaces", None, self.ns))
         for name in [*self.volumes, self.kubelet.name]:

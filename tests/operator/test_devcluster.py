@@ -1,12 +1,13 @@
-"""`torchyard dev-cluster`: pod -> local process rewriting (fast), and the real end-to-end runs (e2e):
-`torchyard dev-cluster --emulator` + `torchyard operator run` as processes, a TrainJob created via the API,
-two torchrun "nodes" training configs/digits_mlp.py with DDP."""
+"""`torchyard dev-cluster`: pod -> local process rewriting (fast), and the real end-to-end runs (e2e) on the
+control plane of `make cluster`: `torchyard dev-cluster` (a node) + `torchyard operator run` as processes, a
+TrainJob created via the API, the real scheduler binding its pods, two torchrun "nodes" training
+configs/digits_mlp.py with DDP."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from operator_harness import RELEASE, RELEASE_NAMESPACE, TEST_NODE_KEY, control_plane, isolated_namespace
 
 from torchyard.operator.api import load_job
 from torchyard.operator.devcluster import expand, local_pod
@@ -46,37 +48,42 @@ def test_expand_follows_kubernetes():
 def test_operator_modules_never_import_torch():
     code = (
         "import sys, torchyard.operator.handlers, torchyard.operator.devcluster, "
-        "torchyard.operator.emulator, "
+        "torchyard.operator.emulator, torchyard.operator.node, "
         "torchyard.operator.cli_operator; sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class DevCluster:
-    """The two processes a user starts, plus a kubectl-like client."""
+    """What a user runs on the real control plane of `make cluster`, each in a namespace of its own: a
+    `torchyard dev-cluster` node (pods as local processes) and `torchyard operator run` as the chart's
+    ServiceAccount, as processes; jobs are created through the Kubernetes Python client as the admin."""
 
     def __init__(self, tmp: Path) -> None:
         import kubernetes
 
-        self.tmp, self.kubeconfig = tmp, tmp / "kubeconfig"
-        port = _free_port()
+        self.plane = control_plane()
+        self.tmp, self.ns = tmp, f"e2e-{secrets.token_hex(4)}"
+        self.procs: list[subprocess.Popen] = []
+        kubernetes.config.load_kube_config(str(self.plane.dir / "admin.kubeconfig"))
+        self.core = kubernetes.client.CoreV1Api()
+        self.api = kubernetes.client.CustomObjectsApi()
+        self._namespace()
+        self.kubeconfig = tmp / "operator.kubeconfig"
+        self.kubeconfig.write_text(yaml.safe_dump(self._operator_kubeconfig()))
         self.logs = [open(tmp / "dev-cluster.log", "wb"), open(tmp / "operator.log", "wb")]  # noqa: SIM115
-        self.procs = [
+        admin = {**os.environ, "KUBECONFIG": str(self.plane.dir / "admin.kubeconfig")}
+        self.procs.append(
             subprocess.Popen(
                 [
                     TORCHYARD,
                     "dev-cluster",
-                    "--emulator",
-                    "--port",
-                    str(port),
-                    "--kubeconfig",
-                    str(self.kubeconfig),
+                    "--node",
+                    self.ns,
+                    "--label",
+                    f"{TEST_NODE_KEY}={self.ns}",
+                    "--taint",
+                    f"{TEST_NODE_KEY}={self.ns}:NoSchedule",
                     "--volumes",
                     str(tmp / "volumes"),
                     "--state",
@@ -86,24 +93,79 @@ class DevCluster:
                 ],
                 stdout=self.logs[0],
                 stderr=subprocess.STDOUT,
-            )
-        ]
-        self._wait(lambda: self.kubeconfig.exists(), 60, "the emulator")
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        self.procs.append(
-            subprocess.Popen(
-                [TORCHYARD, "operator", "run"], env=env, stdout=self.logs[1], stderr=subprocess.STDOUT
+                env=admin,
             )
         )
-        kubernetes.config.load_kube_config(str(self.kubeconfig))
-        self.api = kubernetes.client.CustomObjectsApi()
+        self._wait(lambda: b"is Ready" in (tmp / "dev-cluster.log").read_bytes(), 60, "the node")
+        self.procs.append(
+            subprocess.Popen(
+                [TORCHYARD, "operator", "run"],
+                env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+                stdout=self.logs[1],
+                stderr=subprocess.STDOUT,
+            )
+        )
+
+    def _namespace(self) -> None:
+        """The namespace, its pods sent to this test's node only, and the claim `runs` bound to a volume
+        that is the folder tmp/volumes/runs (the node mounts it, as a kubelet mounts a hostPath volume)."""
+        metadata = {"name": self.ns, "annotations": isolated_namespace(self.ns)}
+        self.core.create_namespace({"metadata": metadata})
+        accounts = self.core.list_namespaced_service_account
+        self._wait(lambda: accounts(self.ns).items, 30, "the namespace's default ServiceAccount")
+        folder = self.tmp / "volumes" / "runs"
+        folder.mkdir(parents=True)
+        self.core.create_persistent_volume(
+            {
+                "metadata": {"name": self.ns},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "hostPath": {"path": str(folder)},
+                    "claimRef": {"namespace": self.ns, "name": "runs"},
+                },
+            }
+        )
+        self.core.create_namespaced_persistent_volume_claim(
+            self.ns,
+            {
+                "metadata": {"name": "runs"},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "volumeName": self.ns,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
+
+    def _operator_kubeconfig(self) -> dict:
+        token = self.core.create_namespaced_service_account_token(
+            RELEASE, RELEASE_NAMESPACE, {"spec": {"expirationSeconds": 7200}}
+        ).status.token
+        cluster = {"server": self.plane.server, "certificate-authority": str(self.plane.dir / "pki/ca.crt")}
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "c", "cluster": cluster}],
+            "users": [{"name": "operator", "user": {"token": token}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "operator"}}],
+            "current-context": "c",
+        }
 
     def create(self, job: dict) -> None:
-        self.api.create_namespaced_custom_object("torchyard.dev", "v1alpha1", "default", "trainjobs", job)
+        self.api.create_namespaced_custom_object("torchyard.dev", "v1alpha1", self.ns, "trainjobs", job)
 
     def status(self, name: str) -> dict:
-        job = self.api.get_namespaced_custom_object("torchyard.dev", "v1alpha1", "default", "trainjobs", name)
+        job = self.api.get_namespaced_custom_object("torchyard.dev", "v1alpha1", self.ns, "trainjobs", name)
         return job.get("status") or {}
+
+    def events(self, reasons: tuple[str, ...]) -> list[str]:
+        return [e.message for e in self.core.list_namespaced_event(self.ns).items if e.reason in reasons]
+
+    def pid(self, pod: str) -> int:
+        return int((self.tmp / "state" / self.ns / f"{pod}.pid").read_text())
 
     def wait_phase(self, name: str, phases: set[str], timeout: float) -> dict:
         return self._wait(
@@ -136,6 +198,15 @@ class DevCluster:
                 proc.kill()
         for log in self.logs:
             log.close()
+        for kind in ("trainjobs", "testjobs"):
+            group = ("torchyard.dev", "v1alpha1", self.ns, kind)
+            for job in self.api.list_namespaced_custom_object(*group)["items"]:
+                self.api.delete_namespaced_custom_object(*group, job["metadata"]["name"])
+                unblock = {"metadata": {"finalizers": None}}  # no operator runs any more
+                self.api.patch_namespaced_custom_object(*group, job["metadata"]["name"], unblock)
+        self.core.delete_namespace(self.ns)
+        self.core.delete_persistent_volume(self.ns)
+        self.core.delete_node(self.ns)
 
 
 @pytest.fixture
@@ -168,17 +239,14 @@ def test_sigkill_of_one_node_restarts_the_gang_which_resumes(dev_cluster, tmp_pa
     dev_cluster.create(_example(cfgOptions=["optim_wrapper.optimizer.lr=0.05", "train_cfg.max_epochs=20"]))
     work_dir = tmp_path / "volumes/runs/digits-mlp"
     dev_cluster._wait(lambda: (work_dir / "last_checkpoint").exists(), 600, "a first checkpoint")
-    pid = int((tmp_path / "state/default/digits-mlp-node-1.pid").read_text())
-    os.kill(pid, signal.SIGKILL)  # node 1's torchrun; the runner then kills the rest of its group
+    # node 1's torchrun; the node agent then kills the rest of its group, as when a container's PID 1 dies
+    os.kill(dev_cluster.pid("digits-mlp-node-1"), signal.SIGKILL)
     status = dev_cluster.wait_phase("digits-mlp", {"Succeeded", "Failed"}, timeout=900)
     assert status["phase"] == "Succeeded", status
     assert status["restarts"] == 1 and status["epoch"] == 20
     restarting = next(c for c in status["conditions"] if c["type"] == "Restarting")
     assert restarting["status"] == "False"
-    import kubernetes
-
-    events = kubernetes.client.CoreV1Api().list_namespaced_event("default").items
-    restarts = [e.message for e in events if e.reason in ("PodFailed", "PodLost")]
+    restarts = dev_cluster.events(("PodFailed", "PodLost"))
     assert len(restarts) == 1 and "restart 1 of 3" in restarts[0], restarts
     log = (work_dir / "train.log").read_text()
     assert "resumed from" in log, log[-2000:]

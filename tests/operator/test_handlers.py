@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from pathlib import Path
 
 import pytest
 from operator_harness import running_cluster, running_operator, termination, train_job
@@ -14,6 +15,7 @@ from torchyard.operator.kube import resource_path
 
 pytestmark = pytest.mark.asyncio
 NODES = ["digits-mlp-node-0", "digits-mlp-node-1"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def cond(status: dict, type_: str) -> dict:
@@ -303,3 +305,79 @@ async def test_metrics_and_healthz():
         assert "torchyard_reconcile_duration_seconds_count" in text
         reasons = [e["reason"] for e in await cluster.events("digits-mlp")]
         assert reasons[:3] == ["PodsCreated", "AllNodesRunning", "Completed"]
+
+
+# ---- what a real API server showed (each failed on the code before it) ------------------------------------
+
+
+async def test_kubectl_apply_of_the_example_runs():
+    """kubectl apply stores the whole object as a multi-line annotation; the job must not fail on it."""
+    async with running_cluster() as cluster, running_operator(cluster):
+        await cluster.volume_claim("runs")
+        cluster.plane.kubectl("apply", "-n", cluster.ns, "-f", str(REPO / "examples/trainjob.yaml"))
+        status = await cluster.wait_phase("TrainJob", "digits-mlp", "Running")
+        assert not cond(status, "Failed") and status["restarts"] == 0
+        job = await cluster.job("TrainJob", "digits-mlp")
+        assert "\n" in job["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+
+
+async def test_children_pass_owner_reference_admission_as_the_charts_account():
+    """OwnerReferencesPermissionEnforcement: blockOwnerDeletion needs update on the job's finalizers,
+    which the chart grants; the operator runs as the chart's ServiceAccount here."""
+    async with running_cluster() as cluster, running_operator(cluster):
+        await cluster.create(train_job())
+        pods = await cluster.running_pods(NODES)
+        for pod in pods.values():
+            owner = pod["metadata"]["ownerReferences"][0]
+            assert owner["kind"] == "TrainJob" and owner["blockOwnerDeletion"] is True
+
+
+async def test_a_refused_create_is_a_condition_and_an_event_then_recovers():
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "pods"}}
+    quota["spec"] = {"hard": {"pods": "1"}}
+    async with running_cluster() as cluster, running_operator(cluster):
+        path = resource_path("v1", "resourcequotas", cluster.ns)
+        await cluster.api.create(path, quota)
+
+        async def enforced() -> bool:  # the quota controller fills in status.hard; admission waits for it
+            return bool((await cluster.api.get(f"{path}/pods")).get("status", {}).get("hard"))
+
+        await cluster.wait(enforced, what="the quota enforced")
+        await cluster.create(train_job())
+        status = await cluster.wait_status(
+            "TrainJob", "digits-mlp", lambda s: cond(s, "Created").get("reason") == "CreateRefused"
+        )
+        message = cond(status, "Created")["message"]
+        assert "was refused" in message and "exceeded quota" in message, message
+        assert "CreateRefused" in [e["reason"] for e in await cluster.events("digits-mlp")]
+        await cluster.api.patch(f"{path}/pods", {"spec": {"hard": {"pods": "10"}}})
+        await cluster.running_pods(NODES)
+        await cluster.wait_phase("TrainJob", "digits-mlp", "Running")
+
+
+async def test_pods_the_scheduler_cannot_place_say_why_in_the_job():
+    async with running_cluster() as cluster, running_operator(cluster):
+        await cluster.create(train_job(resources={"requests": {"cpu": "1000"}}))
+        status = await cluster.wait_status(
+            "TrainJob", "digits-mlp", lambda s: cond(s, "Running").get("reason") == "Unschedulable"
+        )
+        assert "Insufficient cpu" in cond(status, "Running")["message"]
+        assert "Unschedulable" in [e["reason"] for e in await cluster.events("digits-mlp")]
+
+
+async def test_an_infinite_metric_leaves_the_status_writable():
+    """PSNR of an exact reproduction is inf: JSON has no such number and the server refuses it."""
+    test = {
+        "apiVersion": "torchyard.dev/v1alpha1",
+        "kind": "TestJob",
+        "metadata": {"name": "exact"},
+        "spec": {"image": "torchyard/trainer:0.1.0", "config": "configs/x.py", "checkpoint": "/c/best.pth"},
+    }
+    async with running_cluster() as cluster, running_operator(cluster):
+        await cluster.create(test)
+        await cluster.running_pods(["exact-node-0"])
+        report = termination(metrics={"psnr": float("inf"), "ssim": 1.0})  # json.dumps writes Infinity
+        await cluster.kubelet.finish("exact-node-0", 0, report)
+        status = await cluster.wait_phase("TestJob", "exact", "Succeeded")
+        assert status["metrics"] == {"ssim": 1.0} and status["headlineMetric"] == "psnr: inf"
+        assert "MetricNotFinite" in [e["reason"] for e in await cluster.events("exact")]

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from torchyard.operator import status as st
-from torchyard.operator.reconcile import decide, rfc3339
+from torchyard.operator.reconcile import TERMINATING_WAIT_SECONDS, decide, rfc3339
 from torchyard.operator.status import PodState, Termination
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
@@ -91,6 +91,58 @@ def test_new_attempt_waits_for_old_pods_then_creates(train_job):
     assert [m["metadata"]["labels"][st.LABEL_ATTEMPT] for m in d.create[1:]] == ["1", "1"]
     d = decide(train_job(), d.status, [pod(0, attempt=1), pod(1, attempt=1)], NOW)
     assert d.status["phase"] == "Running" and cond(d.status, st.RESTARTING).get("status") != "True"
+
+
+def test_old_pods_stuck_terminating_are_reported_after_a_bounded_wait(train_job):
+    status = {"phase": "Restarting", "restarts": 1}
+    deleted = rfc3339(NOW - datetime.timedelta(seconds=TERMINATING_WAIT_SECONDS - 5))
+    d = decide(train_job(), status, [pod(1, deleting=True, deleted_at=deleted)], NOW)
+    assert d.requeue == pytest.approx(5) and not d.events and d.create == []
+    later = NOW + datetime.timedelta(seconds=10)
+    d = decide(train_job(), d.status, [pod(1, deleting=True, deleted_at=deleted)], later)
+    restarting = cond(d.status, st.RESTARTING)
+    assert restarting["reason"] == st.PODS_STUCK_TERMINATING and "digits-mlp-node-1" in restarting["message"]
+    assert "--force --grace-period=0 digits-mlp-node-1" in restarting["message"] and d.create == []
+    assert [e[1] for e in d.events] == [st.PODS_STUCK_TERMINATING]
+    again = decide(train_job(), d.status, [pod(1, deleting=True, deleted_at=deleted)], later)
+    assert not again.events  # said once, not at every look
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (
+            {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+             "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient cpu."}]},
+            "Unschedulable",
+        ),
+        (
+            {"phase": "Pending", "containerStatuses": [{"state": {"waiting": {
+             "reason": "ImagePullBackOff", "message": "Back-off pulling image \"nope\""}}}]},
+            "ImagePullBackOff",
+        ),
+    ],
+)  # fmt: skip
+def test_pods_that_cannot_start_say_why_in_the_job(train_job, status, reason):
+    body = {"metadata": {"name": "digits-mlp-node-1", "labels": {st.LABEL_RANK: "1"}}, "status": status}
+    stuck = st.pod_state(body)
+    assert stuck.waiting == reason
+    d = decide(train_job(), {"phase": "Pending"}, [pod(0), stuck], NOW)
+    running = cond(d.status, st.RUNNING)
+    assert running["status"] == "False" and running["reason"] == reason
+    assert running["message"].startswith(f"node 1 (pod digits-mlp-node-1): {reason}: ")
+    assert d.events == [("Warning", reason, running["message"])]
+    assert not decide(train_job(), d.status, [pod(0), stuck], NOW).events
+
+
+def test_non_finite_metrics_stay_out_of_status_but_in_the_headline(test_job):
+    metrics = {"psnr": float("inf"), "ssim": 1.0}  # an exact reproduction
+    report = Termination.parse(json.dumps({"status": "succeeded", "exitCode": 0, "metrics": metrics}))
+    done = PodState("e-node-0", "testjob", "e", 0, 0, "Succeeded", exit_code=0, termination=report)
+    d = decide(test_job(), {"phase": "Running"}, [done], NOW)
+    assert d.status["metrics"] == {"ssim": 1.0} and d.status["headlineMetric"] == "psnr: inf"
+    json.dumps(d.status, allow_nan=False)  # what the API server accepts
+    assert ("Warning", st.METRIC_NOT_FINITE) in [e[:2] for e in d.events]
 
 
 def test_exited_pods_of_an_old_attempt_are_deleted(train_job):
