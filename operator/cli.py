@@ -6,7 +6,7 @@ parsers it adds set `func(args) -> exit code`. To add a group, write the module 
     torchyard run examples/trainjob.yaml
     torchyard crds --out crds/
     torchyard operator run [--namespace NS] [--metrics-port PORT] [--json-logs] [--peering NAME]
-    torchyard dev-cluster [--emulator --port 8001 --kubeconfig FILE] [--volumes DIR]
+    torchyard dev-cluster [--node NAME] [--label K=V] [--taint K=V:EFFECT] [--volumes DIR]
     torchyard tools count-params|publish-model|plot-logs|tsne ...
 """
 
