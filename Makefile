@@ -92,7 +92,7 @@ chart-crds:
 	rm -f $(CHART)/crds/torchyard.dev_*.yaml
 	cp crds/*.yaml $(CHART)/crds/
 
-chart-test: install tools
+chart-test: install tools cluster-build
 	$(BIN)/pytest tests/charts tests/images -m 'not e2e'
 
 # Operator and trainer images, with docker or buildah (says so and fails when neither can build).

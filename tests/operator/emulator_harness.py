@@ -1,6 +1,6 @@
 """The kmock-based API emulator harness, kept only where a test must change what the server does: injected
-500s and a server stopped mid-job (tests/faults/test_api_faults.py), and recording every request
-(tests/charts/test_rbac.py). Every other scenario runs on the real control plane (operator_harness.py).
+500s and a server stopped mid-job (tests/faults/test_api_faults.py). Every other scenario runs on the real
+control plane (operator_harness.py).
 
 async with running_cluster() as cluster, running_operator(cluster) as op:
     await cluster.create(job_dict)

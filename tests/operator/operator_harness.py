@@ -439,18 +439,23 @@ async def running_operator(cluster: Cluster, **config: Any) -> AsyncIterator[kop
     config.setdefault("report_grace", 2.0)  # a loaded machine may take that long between two pods' reports
     connection = cluster.plane.as_token(await operator_token(cluster.api))
     memo = memo_for(OperatorConfig(connection=connection, **config))
-    async with running_kopf(build_registry(), memo, name="operator"):
+    async with running_kopf(build_registry(), memo, name="operator", namespace=cluster.ns):
         yield memo
 
 
 @contextlib.asynccontextmanager
-async def running_kopf(registry: kopf.OperatorRegistry, memo: kopf.Memo, name: str) -> AsyncIterator[None]:
-    """Any kopf registry (the pod or the Slurm backend) running in its own thread until the block ends."""
+async def running_kopf(
+    registry: kopf.OperatorRegistry, memo: kopf.Memo, name: str, namespace: str
+) -> AsyncIterator[None]:
+    """Any kopf registry (the pod or the Slurm backend) running in its own thread until the block ends,
+    serving the test's namespace only: jobs of other tests (or of another session on the same control
+    plane) are never its business. kopf's namespace listing is refused by the cluster-wide chart rules it
+    runs with; it then serves the named namespace, as documented."""
     stop, ready = threading.Event(), threading.Event()
     operator = kopf.operator(
         registry=registry,
         settings=kopf.OperatorSettings(),
-        clusterwide=True,
+        namespaces=[namespace],
         standalone=True,
         memo=memo,
         stop_flag=stop,

@@ -5,6 +5,7 @@ configs/digits_mlp.py with DDP."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
@@ -18,7 +19,7 @@ import yaml
 from operator_harness import RELEASE, RELEASE_NAMESPACE, TEST_NODE_KEY, control_plane, isolated_namespace
 
 from torchyard.operator.api import load_job
-from torchyard.operator.devcluster import expand, local_pod
+from torchyard.operator.devcluster import Runner, expand, local_pod
 from torchyard.operator.render_k8s import render_k8s
 
 REPO = Path(__file__).resolve().parents[2]
@@ -250,3 +251,51 @@ def test_sigkill_of_one_node_restarts_the_gang_which_resumes(dev_cluster, tmp_pa
     assert len(restarts) == 1 and "restart 1 of 3" in restarts[0], restarts
     log = (work_dir / "train.log").read_text()
     assert "resumed from" in log, log[-2000:]
+
+
+def test_a_node_the_api_server_refuses_stops_with_the_reason(tmp_path):
+    """NodeRestriction: the credentials of node dev-cluster may not register another node; the agent says
+    so and exits instead of running on without a node."""
+    plane = control_plane()
+    env = {**os.environ, "KUBECONFIG": str(plane.dir / "node-dev-cluster.kubeconfig")}
+    done = subprocess.run(
+        [TORCHYARD, "dev-cluster", "--node", "not-dev-cluster", "--state", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert "403" in last and "not-dev-cluster" in last, done.stderr[-2000:]
+
+
+@pytest.mark.asyncio
+async def test_the_pod_watch_takes_bookmarks_and_relists_after_410(tmp_path):
+    """A real server sends BOOKMARK events (only a resourceVersion) and ERROR 410 when its history is
+    compacted; the first used to crash the watch (KeyError: 'name')."""
+    events = [
+        {"type": "BOOKMARK", "object": {"kind": "Pod", "metadata": {"resourceVersion": "7"}}},
+        {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired", "message": "old"}},
+    ]
+
+    class Api:
+        lists, resumed_from = 0, []
+
+        async def request(self, method, path, **params):
+            self.lists += 1
+            return {"metadata": {"resourceVersion": str(self.lists)}, "items": []}
+
+        async def watch(self, path, version, **selectors):
+            self.resumed_from.append(version)
+            if version != "1":
+                raise asyncio.CancelledError  # the test ends here
+            for event in events:
+                yield event
+
+    api = Api()
+    runner = Runner(api, tmp_path, tmp_path)
+    with pytest.raises(asyncio.CancelledError):
+        await runner.run()
+    assert api.lists == 2 and api.resumed_from == ["1", "2"]  # listed, watched, relisted after the 410
+    assert not runner.failed.done() and not runner.procs

@@ -1,7 +1,8 @@
 {{/*
-The operator's permissions: exactly the API calls it makes, no more. tests/charts/test_rbac.py records
-every request the operator sends to an API emulator during a scenario in each watch mode and compares
-them with these rules both ways; change them only together with the operator's code.
+The operator's permissions: exactly the API calls it makes, no more. tests/charts/test_rbac.py runs the
+operator with these rules on a real API server during a scenario in each watch mode, reads every request
+it made from the server's audit log, and compares them with these rules both ways; change them only
+together with the operator's code.
 */}}
 
 {{/* Rules in each served namespace (a Role there, or the ClusterRole when watching cluster-wide). */}}
