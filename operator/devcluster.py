@@ -174,17 +174,18 @@ class Runner:
         self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def run(self) -> None:
-        """List and watch this node's pods (as a kubelet: by field selector) until cancelled; a watch that
-        breaks is resumed, a 410 (history compacted) relists, anything else ends the agent."""
+        """List and watch this node's pods (as a kubelet: by field selector) until cancelled. A broken
+        connection or the server's own trouble (5xx, 429) is retried, a 410 (history compacted) relists;
+        a refusal (401, 403, ...) ends the agent, with the server's message."""
         path = resource_path("v1", "pods")
         selector = f"spec.nodeName={self.node}"
         version = None
         while True:
-            if version is None:
-                listing = await self.api.request("GET", path, fieldSelector=selector)
-                version = listing.get("metadata", {}).get("resourceVersion")
-                self._adopt_orphans(listing.get("items", []))
             try:
+                if version is None:
+                    listing = await self.api.request("GET", path, fieldSelector=selector)
+                    version = listing.get("metadata", {}).get("resourceVersion")
+                    self._adopt_orphans(listing.get("items", []))
                 async for event in self.api.watch(path, version, fieldSelector=selector):
                     kind, pod = event["type"], event["object"]
                     if kind == "ERROR":
@@ -199,9 +200,13 @@ class Runner:
                 logger.warning(f"watching this node's pods broke, resuming: {err}")
                 await asyncio.sleep(1)
             except ApiError as err:
-                if err.status != 410:
+                if err.status == 410:
+                    version = None
+                elif err.status >= 500 or err.status == 429:
+                    logger.warning(f"the API server failed listing this node's pods, retrying: {err}")
+                    await asyncio.sleep(1)
+                else:
                     raise
-                version = None
 
     def _adopt_orphans(self, pods: list[dict[str, Any]]) -> None:
         """Pods bound here that claim to run but have no process (the agent restarted): as a kubelet that

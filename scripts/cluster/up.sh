@@ -60,8 +60,17 @@ cert controller-manager "/CN=system:kube-controller-manager"
 cert scheduler "/CN=system:kube-scheduler"
 cert node-dev-cluster "/O=system:nodes/CN=system:node:dev-cluster"
 
+# A restart keeps the ports of the last start when they are free, so kubeconfigs and clients that were
+# talking to this cluster find it again (and etcd its peer URL).
+port_free() { python3 -c 'import socket, sys; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port); kcm_port=$(free_port); sched_port=$(free_port)
+pick() {  # name: the port of the last start if still free, else a free one
+    local last
+    last=$(sed -n "s/^$1=//p" "$dir/ports" 2>/dev/null)
+    if [[ -n $last ]] && port_free "$last"; then echo "$last"; else free_port; fi
+}
+etcd_port=$(pick etcd); peer_port=$(pick peer); api_port=$(pick api); kcm_port=$(pick kcm); sched_port=$(pick sched)
+printf '%s\n' "etcd=$etcd_port" "peer=$peer_port" "api=$api_port" "kcm=$kcm_port" "sched=$sched_port" > "$dir/ports"
 echo "$api_port" > "$dir/run/apiserver.port"
 server=https://127.0.0.1:$api_port
 

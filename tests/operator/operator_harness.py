@@ -166,6 +166,30 @@ async def operator_token(api: KubeApi, account: str = RELEASE) -> str:
     return (await api.create(path, request))["status"]["token"]
 
 
+async def list_watch(
+    api: KubeApi, path: str, handle: Callable[[str, dict[str, Any]], Any], **selectors: str
+) -> None:
+    """List then watch `path` for ever, as an informer: every object listed is ADDED, a broken watch
+    resumes (after a pause while the server is away), an ERROR event (410: history compacted) relists."""
+    version = None
+    while True:
+        try:
+            if version is None:
+                listing = await api.request("GET", path, **selectors)
+                version = listing["metadata"]["resourceVersion"]
+                for item in listing["items"]:
+                    await handle("ADDED", item)
+            async for event in api.watch(path, version, **selectors):
+                if event["type"] == "ERROR":
+                    version = None
+                    break
+                version = event["object"]["metadata"]["resourceVersion"]
+                if event["type"] != "BOOKMARK":
+                    await handle(event["type"], event["object"])
+        except (aiohttp.ClientError, OSError, TimeoutError, ApiError):
+            await asyncio.sleep(0.5)
+
+
 class Kubelet:
     """The test's node: registered and kept Ready (node.py); pods the scheduler binds to it start running
     at once (`auto_run`); tests end them with `finish`; deleted pods go at once, as after a quick exit."""
@@ -182,22 +206,11 @@ class Kubelet:
 
     async def run(self) -> None:
         path = resource_path("v1", "pods", self.namespace)
-        selector = {"fieldSelector": f"spec.nodeName={self.name}"}
-        version = None
-        while True:
-            if version is None:
-                listing = await self.api.request("GET", path, **selector)
-                version = listing["metadata"]["resourceVersion"]
-                for pod in listing["items"]:
-                    await self._handle(pod)
-            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                async for event in self.api.watch(path, version, **selector):
-                    if event["type"] == "ERROR":
-                        version = None
-                        break
-                    version = event["object"]["metadata"]["resourceVersion"]
-                    if event["type"] in ("ADDED", "MODIFIED"):
-                        await self._handle(event["object"])
+        await list_watch(self.api, path, self._event, fieldSelector=f"spec.nodeName={self.name}")
+
+    async def _event(self, type_: str, pod: dict[str, Any]) -> None:
+        if type_ in ("ADDED", "MODIFIED"):
+            await self._handle(pod)
 
     async def _handle(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
@@ -367,14 +380,14 @@ class Cluster:
         return await self.wait_pods(ok, what=f"{names} running in attempt {attempt}")
 
     async def watch_creations(self) -> None:
-        path = resource_path("v1", "pods", self.ns)
-        listing = await self.api.get(path)
-        seen = {pod["metadata"]["uid"] for pod in listing["items"]}
-        async for event in self.api.watch(path, listing["metadata"]["resourceVersion"]):
-            uid = event["object"].get("metadata", {}).get("uid")
-            if event["type"] == "ADDED" and uid not in seen:
-                seen.add(uid)
-                self.created.append(event["object"]["metadata"]["name"])
+        seen: set[str] = set()
+
+        async def note(type_: str, pod: dict[str, Any]) -> None:
+            if type_ == "ADDED" and pod["metadata"]["uid"] not in seen:
+                seen.add(pod["metadata"]["uid"])
+                self.created.append(pod["metadata"]["name"])
+
+        await list_watch(self.api, resource_path("v1", "pods", self.ns), note)
 
     async def setup(self) -> None:
         namespace = {

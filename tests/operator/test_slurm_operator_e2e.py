@@ -107,7 +107,7 @@ async def test_deleting_a_running_job_cancels_it(slurm_cluster, submit_dir):
         job_id = await slurm_job_id(cluster, "slurm-del")
         await cluster.wait_phase("TrainJob", "slurm-del", "Running", timeout=60)
         assert slurm_state(job_id) == "RUNNING"
-        await cluster.api.delete(job_path("TrainJob", "default", "slurm-del"))
+        await cluster.api.delete(job_path("TrainJob", cluster.ns, "slurm-del"))
 
         async def gone() -> bool:
             return await cluster.job("TrainJob", "slurm-del") is None
