@@ -162,23 +162,23 @@ def lines(data: dict[str, dict]) -> list[Line]:
     else:
         rows.append(missing("checkpoint_io", data, "checkpoint save/load vs torch.save/load", "<= 1.1x"))
     o = data.get("operator_latency")
-    if o and "unavailable" not in o:
+    if o and "unavailable" not in o and o.get("burst") is not None:
         for q in ("p50", "p95"):
             ours, base = o[f"single_{q}"] * 1e3, o[f"base_single_{q}"] * 1e3
             rows.append(
                 Line(
-                    f"API create -> all pods, one 2-pod job, {q} (ms), vs emulator only",
+                    f"API create -> all pods, one 2-pod job, {q} (ms), vs plain API calls (real server)",
                     f"{ours:.1f}",
                     f"{base:.1f}",
                     ours / base,
-                    "< 50 ms" if q == "p50" else "",
-                    ours < 50 if q == "p50" else None,
+                    "<= 1.5x" if q == "p50" else "",
+                    ours / base <= 1.5 if q == "p50" else None,
                 )
             )
         rows.append(
             Line(
                 f"API create -> all pods, burst of {o['burst_jobs']} x {o['nodes']}-pod jobs (s), "
-                "vs emulator only",
+                "vs plain API calls",
                 f"{o['burst']:.2f}",
                 f"{o['base_burst']:.2f}",
                 o["burst"] / o["base_burst"],
@@ -199,7 +199,7 @@ def lines(data: dict[str, dict]) -> list[Line]:
         )
     else:
         rows.append(
-            missing("operator_latency", data, "API create -> all pods (operator vs emulator)", "< 10 s")
+            missing("operator_latency", data, "API create -> all pods (operator vs plain calls)", "< 10 s")
         )
     s = data.get("slurm_submit")
     if s and "unavailable" not in s:

@@ -32,7 +32,7 @@ BENCHES = {
     "trainer_overhead": ([], ["--rounds", "2", "--iters", "200"]),
     "ddp_scaling": (["--rounds", "5"], ["--rounds", "1", "--iters", "100"]),
     "checkpoint_io": ([], ["--rounds", "3"]),
-    "operator_latency": ([], ["--single", "10", "--burst", "50"]),
+    "operator_latency": ([], ["--single", "10", "--burst", "50", "--no-kubeflow"]),
     "slurm_submit": ([], ["--rounds", "2"]),
 }
 

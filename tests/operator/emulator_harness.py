@@ -21,9 +21,9 @@ from typing import Any
 
 import kmock
 import kopf
+from emulator import Emulator, now_rfc3339
 
 from torchyard.operator.controller import OperatorConfig, job_path
-from torchyard.operator.emulator import Emulator, now_rfc3339
 from torchyard.operator.handlers import build_registry, memo_for
 from torchyard.operator.kube import ApiError, KubeApi, resource_path
 

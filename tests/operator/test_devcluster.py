@@ -49,7 +49,7 @@ def test_expand_follows_kubernetes():
 def test_operator_modules_never_import_torch():
     code = (
         "import sys, torchyard.operator.handlers, torchyard.operator.devcluster, "
-        "torchyard.operator.emulator, torchyard.operator.node, "
+        "torchyard.operator.node, "
         "torchyard.operator.cli_operator; sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

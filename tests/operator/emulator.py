@@ -1,4 +1,6 @@
-"""A Kubernetes API emulator for tests, the benchmark and `torchyard dev-cluster` (kmock, a dev dependency).
+"""A Kubernetes API emulator (kmock), kept for the one test that needs a server to fail on cue
+(tests/faults/test_api_faults.py: injected 500s). Everything else runs on the real control plane of
+`make cluster`; the product never uses this.
 
 kmock's KubernetesEmulator keeps objects in memory and serves list/watch/create/patch/delete. This subclass
 closes the gaps the operator would trip over, and nothing more:
