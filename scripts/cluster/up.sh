@@ -62,7 +62,11 @@ cert node-dev-cluster "/O=system:nodes/CN=system:node:dev-cluster"
 
 # A restart keeps the ports of the last start when they are free, so kubeconfigs and clients that were
 # talking to this cluster find it again (and etcd its peer URL).
-port_free() { python3 -c 'import socket, sys; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null; }
+# (SO_REUSEADDR as the servers bind: the last start's connections may linger in TIME_WAIT)
+port_free() {
+    python3 -c 'import socket as so, sys; s = so.socket(); s.setsockopt(so.SOL_SOCKET, so.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 pick() {  # name: the port of the last start if still free, else a free one
     local last

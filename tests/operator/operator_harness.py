@@ -452,23 +452,22 @@ async def running_operator(cluster: Cluster, **config: Any) -> AsyncIterator[kop
     config.setdefault("report_grace", 2.0)  # a loaded machine may take that long between two pods' reports
     connection = cluster.plane.as_token(await operator_token(cluster.api))
     memo = memo_for(OperatorConfig(connection=connection, **config))
-    async with running_kopf(build_registry(), memo, name="operator", namespace=cluster.ns):
+    async with running_kopf(build_registry(), memo, name="operator"):
         yield memo
 
 
 @contextlib.asynccontextmanager
-async def running_kopf(
-    registry: kopf.OperatorRegistry, memo: kopf.Memo, name: str, namespace: str
-) -> AsyncIterator[None]:
+async def running_kopf(registry: kopf.OperatorRegistry, memo: kopf.Memo, name: str) -> AsyncIterator[None]:
     """Any kopf registry (the pod or the Slurm backend) running in its own thread until the block ends,
-    serving the test's namespace only: jobs of other tests (or of another session on the same control
-    plane) are never its business. kopf's namespace listing is refused by the cluster-wide chart rules it
-    runs with; it then serves the named namespace, as documented."""
+    cluster-wide as the chart's default runs it. Tests run one at a time and each takes its jobs away when
+    it ends (Cluster.teardown); two test sessions on one control plane would serve each other's jobs.
+    (Serving one namespace needs Namespace list/watch, which the cluster-wide rules rightly lack: kopf
+    then retries for ~55 s before serving the named namespace.)"""
     stop, ready = threading.Event(), threading.Event()
     operator = kopf.operator(
         registry=registry,
         settings=kopf.OperatorSettings(),
-        namespaces=[namespace],
+        clusterwide=True,
         standalone=True,
         memo=memo,
         stop_flag=stop,

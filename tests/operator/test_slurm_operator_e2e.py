@@ -38,7 +38,7 @@ def submit_dir(tmp_path) -> Path:
 async def slurm_operator(cluster: Cluster, submit_dir: Path) -> AsyncIterator[kopf.Memo]:
     """`torchyard operator run --backend slurm`, in its own thread and event loop, against the API server."""
     memo = slurm_memo(OperatorConfig(connection=cluster.info), SlurmConfig(submit_dir, poll_seconds=0.5))
-    async with running_kopf(build_slurm_registry(), memo, name="slurm-operator", namespace=cluster.ns):
+    async with running_kopf(build_slurm_registry(), memo, name="slurm-operator"):
         yield memo
 
 
