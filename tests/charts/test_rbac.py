@@ -21,7 +21,6 @@ import dataclasses
 import json
 import os
 import secrets
-import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,7 +31,7 @@ import pytest
 import yaml
 from chart_helpers import CHART, find, one, run_helm, values_file
 from chart_helpers import NAMESPACE as RELEASE_NAMESPACE
-from operator_harness import Cluster, operator_token, running_cluster, termination, train_job
+from operator_harness import Cluster, operator_token, running_cluster, running_kopf, termination, train_job
 
 from torchyard.operator.controller import OperatorConfig
 from torchyard.operator.handlers import build_registry, memo_for
@@ -177,28 +176,9 @@ async def operator(
     """kopf in its own thread with peering, cluster-wide or serving `namespaces`, as `torchyard operator run`
     does in the chart's Deployment (the harness's operator is cluster-wide and standalone)."""
     memo = memo_for(OperatorConfig(connection=connection, namespaces=namespaces, report_grace=2.0))
-    stop, ready = threading.Event(), threading.Event()
-    coroutine = kopf.operator(
-        registry=build_registry(),
-        settings=kopf.OperatorSettings(),
-        memo=memo,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=False,
-        peering_name=peering,
-        priority=1,
-        stop_flag=stop,
-        ready_flag=ready,
-    )
-    thread = threading.Thread(target=asyncio.run, args=(coroutine,), name="operator", daemon=True)
-    thread.start()
-    assert await asyncio.to_thread(ready.wait, 20), "the operator did not start"
-    try:
+    options = {"clusterwide": not namespaces, "namespaces": namespaces, "standalone": False}
+    async with running_kopf(build_registry(), memo, "operator", peering_name=peering, priority=1, **options):
         yield
-    finally:
-        stop.set()
-        await asyncio.to_thread(thread.join, 30)
-        assert not thread.is_alive(), "the operator did not stop"
 
 
 async def scenario(cluster: Cluster) -> None:

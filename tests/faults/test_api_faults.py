@@ -65,8 +65,8 @@ class QuickServer(aiohttp.test_utils.RawTestServer):
 
 
 @contextlib.asynccontextmanager
-async def cluster_on(emulator: Emulator, port: int | None = None):
-    async with kmock.Server(emulator, port=port, server_cls=QuickServer) as server:
+async def cluster_on(emulator: Emulator):
+    async with kmock.Server(emulator, server_cls=QuickServer) as server:
         cluster = Cluster(emulator, str(server.url).rstrip("/"))
         kubelet = asyncio.create_task(cluster.kubelet.run())
         try:

@@ -256,16 +256,12 @@ class Kubelet:
             )
 
 
-class Cluster:
-    """One test's view of the control plane: its namespace, an admin client, its node."""
+class JobsView:
+    """The jobs and pods of one namespace through `api` (any API server): create, read, wait."""
 
-    def __init__(self, plane: ControlPlane, namespace: str) -> None:
-        self.plane, self.ns = plane, namespace
-        self.info = plane.admin()
-        self.api = KubeApi(self.info)
-        self.kubelet = Kubelet(self.api, namespace)
-        self.created: list[str] = []  # every pod created in the namespace (seen by a watch), in order
-        self.volumes: list[str] = []  # PersistentVolumes made for the namespace's claims
+    def __init__(self, info: kopf.ConnectionInfo, namespace: str) -> None:
+        self.info, self.ns = info, namespace
+        self.api = KubeApi(info)
 
     async def create(self, job: dict[str, Any]) -> dict[str, Any]:
         """Create as kubectl does: unknown fields are refused (fieldValidation=Strict), not dropped."""
@@ -280,40 +276,6 @@ class Cluster:
                 return err
             raise
         return None
-
-    async def volume_claim(self, name: str) -> None:
-        """A PersistentVolumeClaim bound to a PersistentVolume made for it (a folder on this host)."""
-        volume = f"{self.ns}-{name}"
-        await self.api.create(
-            resource_path("v1", "persistentvolumes"),
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": volume},
-                "spec": {
-                    "capacity": {"storage": "1Gi"},
-                    "accessModes": ["ReadWriteMany"],
-                    "storageClassName": "",
-                    "hostPath": {"path": f"/tmp/torchyard-tests/{volume}"},
-                    "claimRef": {"namespace": self.ns, "name": name},
-                },
-            },
-        )
-        self.volumes.append(volume)
-        await self.api.create(
-            resource_path("v1", "persistentvolumeclaims", self.ns),
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": name},
-                "spec": {
-                    "accessModes": ["ReadWriteMany"],
-                    "storageClassName": "",
-                    "volumeName": volume,
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            },
-        )
 
     async def job(self, kind: str, name: str) -> dict[str, Any] | None:
         try:
@@ -378,6 +340,50 @@ class Cluster:
             )
 
         return await self.wait_pods(ok, what=f"{names} running in attempt {attempt}")
+
+class Cluster(JobsView):
+    """One test's view of the real control plane: its namespace, an admin client, its node."""
+
+    def __init__(self, plane: ControlPlane, namespace: str) -> None:
+        super().__init__(plane.admin(), namespace)
+        self.plane = plane
+        self.kubelet = Kubelet(self.api, namespace)
+        self.created: list[str] = []  # every pod created in the namespace (seen by a watch), in order
+        self.volumes: list[str] = []  # PersistentVolumes made for the namespace's claims
+
+    async def volume_claim(self, name: str) -> None:
+        """A PersistentVolumeClaim bound to a PersistentVolume made for it (a folder on this host)."""
+        volume = f"{self.ns}-{name}"
+        await self.api.create(
+            resource_path("v1", "persistentvolumes"),
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": volume},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "hostPath": {"path": f"/tmp/torchyard-tests/{volume}"},
+                    "claimRef": {"namespace": self.ns, "name": name},
+                },
+            },
+        )
+        self.volumes.append(volume)
+        await self.api.create(
+            resource_path("v1", "persistentvolumeclaims", self.ns),
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "volumeName": volume,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
 
     async def watch_creations(self) -> None:
         seen: set[str] = set()
@@ -457,21 +463,23 @@ async def running_operator(cluster: Cluster, **config: Any) -> AsyncIterator[kop
 
 
 @contextlib.asynccontextmanager
-async def running_kopf(registry: kopf.OperatorRegistry, memo: kopf.Memo, name: str) -> AsyncIterator[None]:
-    """Any kopf registry (the pod or the Slurm backend) running in its own thread until the block ends,
-    cluster-wide as the chart's default runs it. Tests run one at a time and each takes its jobs away when
-    it ends (Cluster.teardown); two test sessions on one control plane would serve each other's jobs.
-    (Serving one namespace needs Namespace list/watch, which the cluster-wide rules rightly lack: kopf
-    then retries for ~55 s before serving the named namespace.)"""
+async def running_kopf(
+    registry: kopf.OperatorRegistry, memo: kopf.Memo, name: str, **options: Any
+) -> AsyncIterator[None]:
+    """Any kopf registry (the pod or the Slurm backend) running in its own thread until the block ends;
+    `options` go to kopf.operator. By default cluster-wide and standalone, as the chart's default runs it.
+    Tests run one at a time and each takes its jobs away when it ends (Cluster.teardown); two test
+    sessions on one control plane would serve each other's jobs. (Serving one namespace needs Namespace
+    list/watch, which the cluster-wide rules rightly lack: kopf then retries for ~55 s.)"""
     stop, ready = threading.Event(), threading.Event()
+    options = {"clusterwide": True, "standalone": True, **options}
     operator = kopf.operator(
         registry=registry,
         settings=kopf.OperatorSettings(),
-        clusterwide=True,
-        standalone=True,
         memo=memo,
         stop_flag=stop,
         ready_flag=ready,
+        **options,
     )
     thread = threading.Thread(target=asyncio.run, args=(operator,), name=name, daemon=True)
     thread.start()
