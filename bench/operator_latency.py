@@ -66,6 +66,7 @@ import yaml
 
 from torchyard.operator.api import load_job
 from torchyard.operator.kube import ApiError, KubeApi, resource_path
+from torchyard.operator.local_cluster import LocalControlPlane
 from torchyard.operator.node import NodeHeartbeat, node_manifest, rfc3339
 from torchyard.operator.render_k8s import render_k8s
 
@@ -125,23 +126,9 @@ def pytorchjob(name: str, namespace: str) -> dict[str, Any]:
 # --- the control plane -------------------------------------------------------------------------------------
 
 
-@dataclass
-class Plane:
-    dir: Path
-    server: str
-
-    def admin(self) -> kopf.ConnectionInfo:
-        pki = self.dir / "pki"
-        return kopf.ConnectionInfo(
-            server=self.server,
-            ca_path=str(pki / "ca.crt"),
-            certificate_path=str(pki / "admin.crt"),
-            private_key_path=str(pki / "admin.key"),
-        )
-
+class Plane(LocalControlPlane):
     def kubectl(self, *args: str) -> subprocess.CompletedProcess:
-        env = {**os.environ, "KUBECONFIG": str(self.dir / "admin.kubeconfig")}
-        return subprocess.run([str(TOOLS / "kubectl"), *args], env=env, capture_output=True, text=True)
+        return super().kubectl(TOOLS / "kubectl", *args)
 
 
 def start_plane(cluster_dir: Path) -> Plane:
@@ -151,8 +138,8 @@ def start_plane(cluster_dir: Path) -> Plane:
     )
     if up.returncode != 0:
         raise SystemExit(f"scripts/cluster/up.sh {cluster_dir} failed:\n{up.stderr}\n{up.stdout}")
-    port = (cluster_dir / "run" / "apiserver.port").read_text().strip()
-    return Plane(cluster_dir.resolve(), f"https://127.0.0.1:{port}")
+    found = LocalControlPlane.at(cluster_dir)
+    return Plane(found.dir, found.server)
 
 
 async def ensure_chart(plane: Plane, api: KubeApi) -> None:

@@ -35,6 +35,7 @@ import kopf
 from torchyard.operator.controller import OperatorConfig, job_path
 from torchyard.operator.handlers import build_registry, memo_for
 from torchyard.operator.kube import ApiError, KubeApi, resource_path
+from torchyard.operator.local_cluster import LocalControlPlane
 from torchyard.operator.node import NodeHeartbeat, node_manifest, rfc3339
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,30 +74,13 @@ def isolated_namespace(namespace: str) -> dict[str, str]:
 
 
 @dataclass
-class ControlPlane:
-    """The running control plane: where it is, and how to log in as the admin or the operator."""
+class ControlPlane(LocalControlPlane):
+    """The running control plane, and whether this test session started it."""
 
-    dir: Path
-    server: str
-    started_here: bool
-
-    def admin(self) -> kopf.ConnectionInfo:
-        pki = self.dir / "pki"
-        return kopf.ConnectionInfo(
-            server=self.server,
-            ca_path=str(pki / "ca.crt"),
-            certificate_path=str(pki / "admin.crt"),
-            private_key_path=str(pki / "admin.key"),
-        )
-
-    def as_token(self, token: str) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=self.server, ca_path=str(self.dir / "pki" / "ca.crt"), token=token)
+    started_here: bool = False
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
-        env = {**os.environ, "KUBECONFIG": str(self.dir / "admin.kubeconfig")}
-        done = subprocess.run(
-            [str(TOOLS / "bin" / "kubectl"), *args], env=env, input=input, capture_output=True, text=True
-        )
+        done = super().kubectl(TOOLS / "bin" / "kubectl", *args, input=input)
         assert done.returncode == 0, f"kubectl {' '.join(args)} failed:\n{done.stderr}"
         return done.stdout
 
@@ -124,8 +108,8 @@ def control_plane() -> ControlPlane:
     )
     if up.returncode != 0:
         raise AssertionError(f"scripts/cluster/up.sh failed:\n{up.stderr}\n{up.stdout}")
-    port = (CLUSTER_DIR / "run" / "apiserver.port").read_text().strip()
-    plane = ControlPlane(CLUSTER_DIR, f"https://127.0.0.1:{port}", "already running" not in up.stderr)
+    found = LocalControlPlane.at(CLUSTER_DIR)
+    plane = ControlPlane(found.dir, found.server, started_here="already running" not in up.stderr)
     helm = subprocess.run(
         [
             str(TOOLS / "bin" / "helm"),
