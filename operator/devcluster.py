@@ -5,10 +5,8 @@ scheduler binds to it (field selector spec.nodeName, as a kubelet), starts each 
 a local process group with the pod's env, and reports phase, exit code and termination message into the
 pod's status, as a kubelet would:
 
-- the headless-Service DNS names `<host>.<subdomain>[.<ns>[.svc...]]` resolve to 127.0.0.1 (rewritten in
-  args and env), and each job's rendezvous port maps to a free local port, so jobs never collide;
-- volumes: a PersistentVolumeClaim is the folder `<volumes>/<claimName>` (plus subPath), an emptyDir a
-  fresh folder; their mountPaths are substituted in args and env (/dev/shm stays as is);
+- what a pod becomes here (names, ports, volumes, env) is pod_process.py's, a pure function; the agent
+  resolves claims to their volumes' folders and writes the ServiceAccount token volume for it;
 - each pod gets its own TORCHYARD_TERMINATION_LOG file; with FallbackToLogsOnError and no message, the
   log's tail is the message; stdout/stderr go to `<state>/<namespace>/<pod>.log`, its pid to `.pid`;
 - deleting a pod sends SIGTERM to its process group and SIGKILL after the grace period; the pod object
@@ -27,11 +25,8 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
-import socket
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,119 +34,12 @@ import aiohttp
 
 from torchyard.operator.kube import ApiError, KubeApi, resource_path
 from torchyard.operator.node import rfc3339 as now
+from torchyard.operator.pod_process import field_value, in_cluster_kubeconfig, local_pod
 
 NODE_NAME = "dev-cluster"
-LOCALHOST = "127.0.0.1"
 LOG_TAIL_BYTES = 2048
 CONTAINER_STATUS = {"image": "local-process", "imageID": "", "ready": False, "restartCount": 0}
 logger = logging.getLogger("torchyard.dev-cluster")
-
-
-@dataclass
-class LocalPod:
-    """What one pod runs here (pure to compute: see `local_pod`)."""
-
-    argv: list[str]
-    env: dict[str, str]
-    directories: list[Path] = field(default_factory=list)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        return sock.getsockname()[1]
-
-
-def expand(value: str, env: dict[str, str]) -> str:
-    """Kubernetes' $(VAR) expansion in commands and env; $$ is a literal $."""
-    return re.sub(
-        r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
-        lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)),
-        value,
-    )
-
-
-def field_value(pod: dict[str, Any], path: str) -> str:
-    """The downward API's value of `path` (metadata.name, metadata.namespace, spec.nodeName, ...)."""
-    value: Any = pod
-    for part in path.split("."):
-        value = value.get(part, "") if isinstance(value, dict) else ""
-    return str(value)
-
-
-def in_cluster_kubeconfig(server: str, folder: Path) -> dict[str, Any]:
-    """A kubeconfig with the pod's own token and CA files (re-read by clients that honour tokenFile)."""
-    cluster = {"server": server, "certificate-authority": str(folder / "ca.crt")}
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "in-cluster", "cluster": cluster}],
-        "users": [{"name": "pod", "user": {"tokenFile": str(folder / "token")}}],
-        "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster", "user": "pod"}}],
-        "current-context": "in-cluster",
-    }
-
-
-def local_pod(
-    pod: dict[str, Any],
-    volumes: Path,
-    state: Path,
-    ports: dict[tuple, int],
-    claims: dict[str, Path] | None = None,
-) -> LocalPod:
-    """The argv, env and folders of `pod` here; `ports` maps (namespace, subdomain, port) -> a local port,
-    `claims` a PersistentVolumeClaim to the folder of its volume (else `volumes/<claimName>`)."""
-    meta, spec = pod["metadata"], pod["spec"]
-    namespace, name = meta.get("namespace", "default"), meta["name"]
-    container = spec["containers"][0]
-    env: dict[str, str] = {}
-    for item in container.get("env") or []:
-        field_ref = (item.get("valueFrom") or {}).get("fieldRef")
-        value = field_value(pod, field_ref["fieldPath"]) if field_ref else str(item.get("value", ""))
-        env[item["name"]] = expand(value, env)
-    mounts: list[tuple[str, Path]] = []
-    directories = []
-    volume_sources = {v["name"]: v for v in spec.get("volumes") or []}
-    for mount in container.get("volumeMounts") or []:
-        volume = volume_sources.get(mount["name"], {})
-        if mount["mountPath"] == "/dev/shm":
-            continue
-        if "persistentVolumeClaim" in volume:
-            claim = volume["persistentVolumeClaim"]["claimName"]
-            local = (claims or {}).get(claim) or volumes / claim
-        elif "projected" in volume:  # the ServiceAccount token volume: written by Runner._project
-            local = state / namespace / name / mount["name"]
-        else:
-            local = state / namespace / name / mount["name"]
-        local = local / mount["subPath"] if mount.get("subPath") else local
-        directories.append(local)
-        mounts.append((mount["mountPath"].rstrip("/"), local.resolve()))
-    mounts.sort(key=lambda item: -len(item[0]))  # the longest mountPath wins
-    subdomain = spec.get("subdomain")
-    port_map = {}
-    for port in container.get("ports") or []:
-        key = (namespace, subdomain or name, port["containerPort"])
-        port_map[str(port["containerPort"])] = str(ports.setdefault(key, free_port()))
-
-    def rewrite(value: str, is_port_var: bool = False) -> str:
-        if subdomain:
-            value = re.sub(
-                rf"\b[a-z0-9-]+\.{re.escape(subdomain)}(\.{re.escape(namespace)}(\.svc(\.[a-z.]+)?)?)?\b",
-                LOCALHOST,
-                value,
-            )
-        for path, local in mounts:
-            value = re.sub(rf"(?<![\w/]){re.escape(path)}(?=/|$|\b)", str(local), value)
-        if is_port_var and value in port_map:
-            return port_map[value]
-        for port, local_port in port_map.items():
-            value = re.sub(rf"(--master[-_]port=){port}\b", rf"\g<1>{local_port}", value)
-        return value
-
-    command = [*(container.get("command") or []), *(container.get("args") or [])]
-    argv = [rewrite(expand(arg, env)) for arg in command]
-    env = {key: rewrite(value, key.endswith("MASTER_PORT")) for key, value in env.items()}
-    return LocalPod(argv, env, directories)
 
 
 class Runner:

@@ -19,7 +19,8 @@ import yaml
 from operator_harness import RELEASE, RELEASE_NAMESPACE, TEST_NODE_KEY, control_plane, isolated_namespace
 
 from torchyard.operator.api import load_job
-from torchyard.operator.devcluster import Runner, expand, local_pod
+from torchyard.operator.devcluster import Runner
+from torchyard.operator.pod_process import expand, local_pod
 from torchyard.operator.render_k8s import render_k8s
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +50,7 @@ def test_expand_follows_kubernetes():
 def test_operator_modules_never_import_torch():
     code = (
         "import sys, torchyard.operator.handlers, torchyard.operator.devcluster, "
-        "torchyard.operator.node, "
+        "torchyard.operator.pod_process, torchyard.operator.node, torchyard.operator.local_cluster, "
         "torchyard.operator.cli_operator; sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
