@@ -61,7 +61,7 @@ system-deps:
 test: install system-deps tools cluster-build
 	$(BIN)/pytest
 
-test-fast: install tools
+test-fast: install tools cluster-build
 	$(BIN)/pytest -m 'not e2e'
 
 # ruff's lint rules (pyproject.toml); the code is laid out by hand, so there is no format check.
