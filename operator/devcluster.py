@@ -38,6 +38,7 @@ from torchyard.operator.pod_process import field_value, in_cluster_kubeconfig, l
 
 NODE_NAME = "dev-cluster"
 LOG_TAIL_BYTES = 2048
+PREPARE_SECONDS = 60.0
 CONTAINER_STATUS = {"image": "local-process", "imageID": "", "ready": False, "restartCount": 0}
 logger = logging.getLogger("torchyard.dev-cluster")
 
@@ -198,10 +199,32 @@ class Runner:
             return kubeconfig
         return None
 
+    async def _prepare(self, key: tuple[str, str], pod: dict[str, Any]) -> tuple[dict, Path | None] | None:
+        """The pod's claim folders and token kubeconfig. The Node authorizer lets a node read a pod's claim,
+        ConfigMaps and token only once its graph shows the pod bound here, which lags the binding a little,
+        so a refusal is retried for a while, as a kubelet does; then the pod fails, saying why (the agent
+        and its other pods go on)."""
+        deadline = asyncio.get_running_loop().time() + PREPARE_SECONDS
+        delay = 0.2
+        while True:
+            try:
+                return await self._claims(pod), await self._project(key, pod)
+            except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as err:
+                if asyncio.get_running_loop().time() > deadline:
+                    message = f"cannot prepare the pod's volumes: {err}"
+                    logger.error(f"pod {key[0]}/{key[1]}: {message}")
+                    await self._report(key, 128, now(), message, "CreateContainerConfigError")
+                    return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5)
+
     async def _start(self, key: tuple[str, str], pod: dict[str, Any]) -> None:
         namespace, name = key
-        local = local_pod(pod, self.volumes, self.state, self.ports, await self._claims(pod))
-        kubeconfig = await self._project(key, pod)
+        prepared = await self._prepare(key, pod)
+        if prepared is None:
+            return
+        claims, kubeconfig = prepared
+        local = local_pod(pod, self.volumes, self.state, self.ports, claims)
         for directory in local.directories:
             directory.mkdir(parents=True, exist_ok=True)
         termination = self._files(key, ".termination-log")

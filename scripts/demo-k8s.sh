@@ -33,7 +33,10 @@ done
 kubectl wait --for=condition=Ready node/dev-cluster --timeout=60s
 
 say "helm install torchyard charts/torchyard -n torchyard-system --create-namespace"
-"$tools/helm" upgrade --install torchyard charts/torchyard -n torchyard-system --create-namespace --wait=false
+# --reset-values: the chart's defaults, as a first install gets them (helm upgrade otherwise reuses the
+# values of the last release, e.g. the tests' replicaCount=0)
+"$tools/helm" upgrade --install torchyard charts/torchyard -n torchyard-system --create-namespace --wait=false \
+    --reset-values
 kubectl -n torchyard-system rollout status deployment/torchyard --timeout=180s
 
 # The example writes to the claim `runs`: here a volume that is a folder of this host.
@@ -58,7 +61,7 @@ spec:
   resources: {requests: {storage: 10Gi}}
 EOF
 
-kubectl delete --ignore-not-found --wait testjob/digits-mlp-test trainjob/digits-mlp >/dev/null
+kubectl delete --ignore-not-found --wait --timeout=120s testjob/digits-mlp-test trainjob/digits-mlp >/dev/null
 say "kubectl apply -f examples/trainjob.yaml"
 kubectl apply -f examples/trainjob.yaml
 finished() {  # kind name: waits until the job ends; fails unless it succeeded
