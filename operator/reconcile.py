@@ -167,7 +167,9 @@ def decide(
     _record(b, job, current.get(0))
 
     failed = sorted((p for p in current.values() if p.phase == "Failed"), key=lambda p: p.rank)
-    lost = _lost(job, current)
+    # a pod the API server refused to create was never there: it is created again, not mourned as lost
+    refused = (st.condition(b.status["conditions"], st.CREATED) or {}).get("reason") == st.CREATE_REFUSED
+    lost = [] if refused else _lost(job, current)
     if failed or lost:
         _attempt_failed(b, job, failed, lost, list(current.values()), report_grace)
         return b.d
@@ -176,7 +178,7 @@ def decide(
         b.remove(stale)
         _stuck_terminating(b, stale)
         return b.d
-    if not current or all(p.phase == "Pending" for p in current.values()):
+    if not current or refused or all(p.phase == "Pending" for p in current.values()):
         missing = [rank for rank in range(spec.nodes) if rank not in current]
         if missing:
             _create(b, job, attempt, missing, train_job, train_status, bool(current))

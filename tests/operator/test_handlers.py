@@ -349,7 +349,16 @@ async def test_a_refused_create_is_a_condition_and_an_event_then_recovers():
         )
         message = cond(status, "Created")["message"]
         assert "was refused" in message and "exceeded quota" in message, message
-        assert "CreateRefused" in [e["reason"] for e in await cluster.events("digits-mlp")]
+
+
+        async def told() -> bool:  # kopf posts events in the background, after the status write
+            return "CreateRefused" in [e["reason"] for e in await cluster.events("digits-mlp")]
+
+        await cluster.wait(told, what="a CreateRefused event")
+        def one_running(pods: dict) -> bool:  # the one pod the quota allowed runs meanwhile
+            return [p["status"].get("phase") for p in pods.values()] == ["Running"]
+
+        await cluster.wait_pods(one_running, what="the one pod the quota allowed, running")
         await cluster.api.patch(f"{path}/pods", {"spec": {"hard": {"pods": "10"}}})
         await cluster.running_pods(NODES)
         await cluster.wait_phase("TrainJob", "digits-mlp", "Running")
@@ -362,7 +371,11 @@ async def test_pods_the_scheduler_cannot_place_say_why_in_the_job():
             "TrainJob", "digits-mlp", lambda s: cond(s, "Running").get("reason") == "Unschedulable"
         )
         assert "Insufficient cpu" in cond(status, "Running")["message"]
-        assert "Unschedulable" in [e["reason"] for e in await cluster.events("digits-mlp")]
+
+        async def told() -> bool:  # kopf posts events in the background, after the status write
+            return "Unschedulable" in [e["reason"] for e in await cluster.events("digits-mlp")]
+
+        await cluster.wait(told, what="an Unschedulable event")
 
 
 async def test_an_infinite_metric_leaves_the_status_writable():

@@ -145,6 +145,13 @@ def test_non_finite_metrics_stay_out_of_status_but_in_the_headline(test_job):
     assert ("Warning", st.METRIC_NOT_FINITE) in [e[:2] for e in d.events]
 
 
+def test_a_pod_whose_create_was_refused_is_created_again_not_counted_lost(train_job):
+    refused = st.set_condition([], st.CREATED, "False", st.CREATE_REFUSED, "exceeded quota", rfc3339(NOW))
+    d = decide(train_job(), {"phase": "Pending", "conditions": refused}, [pod(0)], NOW)
+    assert [m["metadata"]["name"] for m in d.create if m["kind"] == "Pod"] == ["digits-mlp-node-1"]
+    assert d.status["restarts"] == 0 and d.delete == []
+
+
 def test_exited_pods_of_an_old_attempt_are_deleted(train_job):
     d = decide(train_job(), {"phase": "Restarting", "restarts": 1}, [failed(0), pod(1, "Succeeded")], NOW)
     assert sorted(d.delete) == ["digits-mlp-node-0", "digits-mlp-node-1"] and d.create == []
