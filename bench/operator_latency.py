@@ -65,7 +65,7 @@ import kopf
 import yaml
 
 from torchyard.operator.api import load_job
-from torchyard.operator.kube import ApiError, KubeApi, resource_path
+from torchyard.operator.kube import ApiError, KubeApi, list_watch, resource_path
 from torchyard.operator.local_cluster import LocalControlPlane
 from torchyard.operator.node import NodeHeartbeat, node_manifest, rfc3339
 from torchyard.operator.render_k8s import render_k8s
@@ -217,23 +217,12 @@ async def watch_forever(
     ready: asyncio.Event,
     **selectors,
 ) -> None:
-    """List, then watch from that version; resume after the server ends a stream, relist after an ERROR."""
-    version = None
-    while True:
-        if version is None:
-            listing = await api.request("GET", path, **selectors)
-            version = listing["metadata"]["resourceVersion"]
-            for item in listing["items"]:
-                handle({"type": "ADDED", "object": item})
-            ready.set()
-        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-            async for event in api.watch(path, version, **selectors):
-                if event["type"] == "ERROR":
-                    version = None
-                    break
-                version = event["object"]["metadata"]["resourceVersion"]
-                if event["type"] != "BOOKMARK":
-                    handle(event)
+    """kube.list_watch with the bench's event-dict handlers."""
+
+    async def forward(type_: str, obj: dict) -> None:
+        handle({"type": type_, "object": obj})
+
+    await list_watch(api, path, forward, ready, **selectors)
 
 
 class ScriptedNode:

@@ -11,11 +11,12 @@ so both always talk to the same API server as the same user.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ssl
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -122,6 +123,37 @@ class KubeApi:
             async for line in response.content:
                 if line.strip():
                     yield json.loads(line)
+
+
+async def list_watch(
+    api: KubeApi,
+    path: str,
+    handle: Callable[[str, dict[str, Any]], Awaitable[None]],
+    listed: asyncio.Event | None = None,
+    **selectors: str,
+) -> None:
+    """An informer's loop, for ever: list (every object is ADDED, then `listed` is set), watch from that
+    version, resume when a stream ends or breaks (a pause while the server is away), relist after an ERROR
+    event (410: history compacted). BOOKMARKs only move the version."""
+    version = None
+    while True:
+        try:
+            if version is None:
+                listing = await api.request("GET", path, **selectors)
+                version = listing["metadata"]["resourceVersion"]
+                for item in listing["items"]:
+                    await handle("ADDED", item)
+                if listed is not None:
+                    listed.set()
+            async for event in api.watch(path, version, **selectors):
+                if event["type"] == "ERROR":
+                    version = None
+                    break
+                version = event["object"]["metadata"]["resourceVersion"]
+                if event["type"] != "BOOKMARK":
+                    await handle(event["type"], event["object"])
+        except (aiohttp.ClientError, OSError, TimeoutError, ApiError):
+            await asyncio.sleep(0.5)
 
 
 def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:

@@ -29,12 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import kopf
 
 from torchyard.operator.controller import OperatorConfig, job_path
 from torchyard.operator.handlers import build_registry, memo_for
-from torchyard.operator.kube import ApiError, KubeApi, resource_path
+from torchyard.operator.kube import ApiError, KubeApi, list_watch, resource_path
 from torchyard.operator.local_cluster import LocalControlPlane
 from torchyard.operator.node import NodeHeartbeat, node_manifest, rfc3339
 
@@ -148,30 +147,6 @@ async def operator_token(api: KubeApi, account: str = RELEASE) -> str:
         "spec": {"expirationSeconds": 3600},
     }
     return (await api.create(path, request))["status"]["token"]
-
-
-async def list_watch(
-    api: KubeApi, path: str, handle: Callable[[str, dict[str, Any]], Any], **selectors: str
-) -> None:
-    """List then watch `path` for ever, as an informer: every object listed is ADDED, a broken watch
-    resumes (after a pause while the server is away), an ERROR event (410: history compacted) relists."""
-    version = None
-    while True:
-        try:
-            if version is None:
-                listing = await api.request("GET", path, **selectors)
-                version = listing["metadata"]["resourceVersion"]
-                for item in listing["items"]:
-                    await handle("ADDED", item)
-            async for event in api.watch(path, version, **selectors):
-                if event["type"] == "ERROR":
-                    version = None
-                    break
-                version = event["object"]["metadata"]["resourceVersion"]
-                if event["type"] != "BOOKMARK":
-                    await handle(event["type"], event["object"])
-        except (aiohttp.ClientError, OSError, TimeoutError, ApiError):
-            await asyncio.sleep(0.5)
 
 
 class Kubelet:
