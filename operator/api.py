@@ -27,13 +27,13 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from torchyard.contract.ports import DEFAULT_MASTER_PORT
 from torchyard.operator.quantity import QUANTITY_PATTERN, parse_quantity
 from torchyard.trainer.config import ConfigError, parse_cfg_options
 
 GROUP = "torchyard.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
-DEFAULT_MASTER_PORT = 29500
 GPU_RESOURCE = "nvidia.com/gpu"
 MAX_DNS_LABEL = 63
 # Pod hostnames are `<job>-node-<rank>`; they and the Service name `<job>` must be DNS-1035 labels.
@@ -346,7 +346,7 @@ class JobSpec(Model):
         None,
         ge=1,
         le=65535,
-        description="Rendezvous port of node 0. Unset: 29500 "
+        description=f"Rendezvous port of node 0. Unset: {DEFAULT_MASTER_PORT} "
         "on pods, derived from the job id on Slurm, a free port locally.",
     )
     resources: Resources = Field(default_factory=Resources, description="Per-node CPU and memory.")

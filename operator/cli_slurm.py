@@ -18,6 +18,7 @@ from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 
+from torchyard.contract import workdir
 from torchyard.operator.api import Job, TestJob
 from torchyard.operator.jobfile import find_train_job, load_jobs
 from torchyard.operator.render_slurm import render_slurm
@@ -26,8 +27,6 @@ from torchyard.operator.slurm_bridge import (
     Record,
     Unschedulable,
     find_record,
-    last_checkpoint,
-    last_metrics,
     local_records,
     log_paths,
     read_record,
@@ -218,9 +217,9 @@ def status_command(args: argparse.Namespace) -> int:
             ("exit code", record.exit_code or "unknown"),
         ]
     if record is not None:
-        metrics = last_metrics(record.work_dir)
+        metrics = workdir.last_val_metrics(record.work_dir)
         rows += [
-            ("checkpoint", last_checkpoint(record.work_dir) or "(none yet)"),
+            ("checkpoint", workdir.read_pointer(record.work_dir, "latest") or "(none yet)"),
             ("metrics", "  ".join(f"{k}: {v:.4g}" for k, v in metrics.items()) or "(none yet)"),
             ("work dir", record.work_dir),
             ("logs", str(log_paths(record, job_id)[0])),

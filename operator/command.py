@@ -12,12 +12,11 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+from torchyard.contract.workdir import POINTERS
 from torchyard.operator.api import Job, TestJob, TrainJob
 
 TRAIN_MODULE = "torchyard.trainer.train"
 TEST_MODULE = "torchyard.trainer.test"
-# The trainer's pointer files in a work dir, naming its latest / best checkpoint; torchyard-test follows them.
-POINTERS = {"latest": "last_checkpoint", "best": "best_checkpoint"}
 
 
 class RenderError(ValueError):

@@ -32,6 +32,7 @@ from typing import Any
 
 import aiohttp
 
+from torchyard.contract.termination import PATH_VARIABLE
 from torchyard.operator.kube import ApiError, KubeApi, resource_path
 from torchyard.operator.node import rfc3339 as now
 from torchyard.operator.pod_process import field_value, in_cluster_kubeconfig, local_pod
@@ -236,7 +237,7 @@ class Runner:
             **inherited,
             **({"KUBECONFIG": str(kubeconfig)} if kubeconfig else {}),
             **local.env,
-            "TORCHYARD_TERMINATION_LOG": str(termination),
+            PATH_VARIABLE: str(termination),
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             "HOSTNAME": name,
         }

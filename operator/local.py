@@ -11,7 +11,6 @@ node fails the others are stopped, as their rendezvous could never complete, and
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -22,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from torchyard.contract.termination import PATH_VARIABLE, Termination, retryable
 from torchyard.operator.api import Job, TestJob, TrainJob
 from torchyard.operator.command import (
     check_train_job,
@@ -97,7 +97,7 @@ def run_job(job: Job, train_job: TrainJob | None = None, poll_seconds: float = 0
         code = _run_gang(job, train_job, termination_log, poll_seconds)
         if code in (0, 128 + signal.SIGINT):
             return code
-        if not _retryable(termination_log):
+        if not _retryable(termination_log, code):
             _say("the job failed with an error a restart cannot fix (see above); not restarting")
             return code
         if restarts == limit:
@@ -114,7 +114,7 @@ def _run_gang(job: Job, train_job: TrainJob | None, termination_log: Path, poll_
     nodes = local_commands(job, port, train_job, torchrun=torchrun_executable())
     _say(f"{job.kind} {job.metadata.name}, {job.spec.nodes} node(s) x "
          f"{job.spec.nproc_per_node} process(es), master {LOCALHOST}:{port}")
-    extra = {"TORCHYARD_TERMINATION_LOG": str(termination_log)}  # only rank 0 writes it
+    extra = {PATH_VARIABLE: str(termination_log)}  # only rank 0 writes it
     procs = [subprocess.Popen(node.argv, env={**os.environ, **node.env, **extra}) for node in nodes]
     try:
         while True:
@@ -131,12 +131,13 @@ def _run_gang(job: Job, train_job: TrainJob | None, termination_log: Path, poll_
         return 128 + signal.SIGINT
 
 
-def _retryable(termination_log: Path) -> bool:
-    """False only when rank 0 said so; no message (rank 0 was killed) or an unreadable one: retry."""
+def _retryable(termination_log: Path, exit_code: int) -> bool:
+    """No message (rank 0 was killed) or an unreadable one: judged by the exit code alone."""
     try:
-        return json.loads(termination_log.read_text()).get("retryable", True) is not False
-    except (OSError, ValueError, AttributeError):
-        return True
+        text = termination_log.read_text()
+    except OSError:
+        text = None
+    return retryable(Termination.parse(text), exit_code)
 
 
 def _say(message: str) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from torchyard.operator.api import DEFAULT_MASTER_PORT, GPU_RESOURCE, NODE_INFIX, Job, TestJob, TrainJob
+from torchyard.contract.ports import DEFAULT_MASTER_PORT
+from torchyard.operator.api import GPU_RESOURCE, NODE_INFIX, Job, TestJob, TrainJob
 from torchyard.operator.command import (
     RenderError,
     check_train_job,

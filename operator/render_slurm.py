@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 import shlex
 
+from torchyard.contract.ports import slurm_port_shell
+from torchyard.contract.termination import NOT_RETRYABLE_MARK, PATH_VARIABLE
 from torchyard.operator.api import Job, TestJob, TrainJob
 from torchyard.operator.command import (
     check_train_job,
@@ -29,8 +31,6 @@ from torchyard.operator.command import (
 )
 from torchyard.operator.quantity import parse_quantity
 
-MASTER_PORT_BASE = 10000  # derived ports are MASTER_PORT_BASE + job id % MASTER_PORT_SPAN
-MASTER_PORT_SPAN = 20000
 _WORK_DIR = "@torchyard-work-dir@"  # stands for "$work_dir" in argv until _word renders it
 _NODE_ADDR_SED = r"sed -n 's/.*[[:space:]]NodeAddr=\([^[:space:]]*\).*/\1/p'"  # from `scontrol show node -o`
 _RUN_NODE = 'exec torchrun --node-rank="$SLURM_NODEID" "$@"'  # constant: user data arrives as "$@"
@@ -74,7 +74,7 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
     if isinstance(job, TestJob) and spec.command is None and spec.from_train_job is not None:
         train_dir = work_dir_path(check_train_job(job, train_job))
     checkpoint = test_checkpoint(job, train_dir) if isinstance(job, TestJob) else None
-    derived = f"${{MASTER_PORT:-$(({MASTER_PORT_BASE} + SLURM_JOB_ID % {MASTER_PORT_SPAN}))}}"
+    derived = f"${{MASTER_PORT:-{slurm_port_shell()}}}"
     port = str(spec.master_port) if spec.master_port else f'"{derived}"'
     lines = ["#!/bin/bash", *(f"#SBATCH {option}" for option in sbatch_options(job))]
     lines += [
@@ -112,9 +112,9 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
         *(f"  {_word(arg)}" for arg in program),
         ")",
         "",
-        "# Rank 0's last word (trainer/termination.py) says whether a restart can help after a failure.",
-        'export TORCHYARD_TERMINATION_LOG="$work_dir/.torchyard-$SLURM_JOB_ID-termination.json"',
-        'rm -f -- "$TORCHYARD_TERMINATION_LOG"',
+        "# Rank 0's last word (contract/termination.py) says whether a restart can help after a failure.",
+        f'export {PATH_VARIABLE}="$work_dir/.torchyard-$SLURM_JOB_ID-termination.json"',
+        f'rm -f -- "${PATH_VARIABLE}"',
         "",
         "# Near the time limit Slurm sends USR1 to this script only (--signal=B:...). Stop the trainers with",
         "# SIGTERM to every step but this one: torchrun forwards SIGTERM (USR1 would kill it), the trainers",
@@ -168,7 +168,7 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
         'if [ "$status" -ne 0 ]; then',
         '  if [ "$stop_requested" = 1 ]; then',
         '    requeue stop "$max_requeues" "stopped at a checkpoint (slurm.maxRequeues)"',
-        """  elif grep -qF '"retryable": false' "$TORCHYARD_TERMINATION_LOG" 2>/dev/null; then""",
+        f"  elif grep -qF {shlex.quote(NOT_RETRYABLE_MARK)} \"${PATH_VARIABLE}\" 2>/dev/null; then",
         '    echo "torchyard: the trainer failed with an error a restart cannot fix: no requeue" >&2',
         "  else",
         '    requeue failure "$backoff_limit" "a trainer failed (exit $status) (backoffLimit)"',

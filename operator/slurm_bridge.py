@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from torchyard.operator.api import Job
-from torchyard.operator.command import POINTERS, work_dir_path
+from torchyard.operator.command import work_dir_path
 from torchyard.operator.render_slurm import render_slurm
 from torchyard.operator.slurm_client import SlurmClient, SlurmError
 from torchyard.operator.slurm_state import Observation, job_phase
@@ -159,31 +159,6 @@ def local_records(cwd: str | Path | None = None) -> list[Record]:
     root = Path(cwd or Path.cwd()) / DEFAULT_WORK_DIRS
     found = [read_record(p.parent) for p in root.glob(f"*/{RECORD}")]
     return sorted((r for r in found if r), key=lambda r: int(r.job_id))
-
-
-def last_checkpoint(work_dir: str | Path) -> str | None:
-    """The checkpoint the trainer's `last_checkpoint` pointer names, if any."""
-    try:
-        return (Path(work_dir) / POINTERS["latest"]).read_text().strip() or None
-    except OSError:
-        return None
-
-
-def last_metrics(work_dir: str | Path) -> dict[str, float]:
-    """The last validation metrics the trainer logged to scalars.jsonl (empty when there are none)."""
-    metrics: dict[str, float] = {}
-    try:
-        lines = (Path(work_dir) / "scalars.jsonl").read_text().splitlines()
-    except OSError:
-        return metrics
-    for line in reversed(lines):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if row.get("mode") == "val":
-            return {k: v for k, v in row.items() if k not in ("mode", "epoch", "iter")}
-    return metrics
 
 
 def log_paths(record: Record, job_id: str | None = None) -> list[Path]:

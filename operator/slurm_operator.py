@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -30,14 +29,15 @@ from typing import Any
 import aiohttp
 import kopf
 
+from torchyard.contract import workdir
 from torchyard.operator import handlers
 from torchyard.operator import status as st
 from torchyard.operator.api import GROUP, VERSION, Job, SpecError, TestJob, TrainJob, load_job
-from torchyard.operator.command import POINTERS, RenderError, work_dir_path
+from torchyard.operator.command import RenderError, work_dir_path
 from torchyard.operator.controller import OperatorConfig, OperatorState, job_path, plural, write_status
 from torchyard.operator.crds import KINDS
 from torchyard.operator.kube import ApiError, KubeApi
-from torchyard.operator.slurm_bridge import last_checkpoint, last_metrics, read_record, submit_job
+from torchyard.operator.slurm_bridge import read_record, submit_job
 from torchyard.operator.slurm_client import SlurmClient, SlurmError
 from torchyard.operator.slurm_reconcile import SlurmView, decide, rejected
 from torchyard.operator.slurm_state import is_terminal
@@ -101,9 +101,8 @@ def is_transient(err: SlurmError) -> bool:
 def read_progress(job: Job, work_dir: Path) -> dict[str, Any]:
     """Status fields from the work dir, as the pod path takes them from rank 0's termination message."""
     if isinstance(job, TestJob):
-        try:
-            result = json.loads((work_dir / "metrics.json").read_text())
-        except (OSError, ValueError):
+        result = workdir.read_test_result(work_dir)
+        if result is None:
             return {}
         raw = result.get("metrics") or {}
         return {
@@ -111,14 +110,10 @@ def read_progress(job: Job, work_dir: Path) -> dict[str, Any]:
             "headlineMetric": st.headline(raw),
             "checkpoint": result.get("checkpoint"),
         }
-    try:
-        best = (work_dir / POINTERS["best"]).read_text().strip() or None
-    except OSError:
-        best = None
     return {
-        "metrics": st.status_metrics(last_metrics(work_dir))[0],
-        "lastCheckpoint": last_checkpoint(work_dir),
-        "bestCheckpoint": best,
+        "metrics": st.status_metrics(workdir.last_val_metrics(work_dir))[0],
+        "lastCheckpoint": workdir.read_pointer(work_dir, "latest"),
+        "bestCheckpoint": workdir.read_pointer(work_dir, "best"),
     }
 
 

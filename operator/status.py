@@ -1,7 +1,7 @@
 """What the operator observes, as plain data (pure): pods -> PodState, termination messages, conditions.
 
 A pod is reduced to what reconciling needs: its node rank, the attempt it belongs to, its phase and, once it
-ended, its exit code and the trainer's termination message (JSON, see trainer/termination.py). Conditions
+ended, its exit code and the trainer's termination message (JSON, see contract/termination.py). Conditions
 are Kubernetes style; `set_condition` moves lastTransitionTime only when the condition's status changes.
 
     pods = [pod_state(body) for body in pod_bodies]
@@ -10,13 +10,12 @@ are Kubernetes style; `set_condition` moves lastTransitionTime only when the con
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from torchyard.contract.termination import Termination, retryable
 from torchyard.operator.render_k8s import LABEL_JOB, LABEL_KIND, LABEL_RANK
-from torchyard.trainer import exitcodes
 
 LABEL_ATTEMPT = "torchyard.dev/attempt"
 
@@ -45,39 +44,6 @@ JOB_RESUMED = "Resumed"
 
 
 @dataclass(frozen=True)
-class Termination:
-    """The trainer's termination message (rank 0 writes it), or the log tail Kubernetes put there instead."""
-
-    status: str | None = None  # succeeded | failed | interrupted
-    exit_code: int | None = None
-    reason: str = ""
-    message: str = ""
-    retryable: bool | None = None
-    details: dict[str, Any] = field(default_factory=dict)  # metrics, epoch, iter, checkpoints
-
-    @classmethod
-    def parse(cls, text: str | None) -> Termination | None:
-        if not text or not text.strip():
-            return None
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):  # FallbackToLogsOnError: the last lines of the log
-            return cls(message=text.strip()[-1024:])
-        known = {"status", "exitCode", "reason", "message", "retryable"}
-        code = data.get("exitCode")
-        return cls(
-            status=data.get("status"),
-            exit_code=code if isinstance(code, int) else None,
-            reason=str(data.get("reason") or ""),
-            message=str(data.get("message") or ""),
-            retryable=data.get("retryable") if isinstance(data.get("retryable"), bool) else None,
-            details={key: value for key, value in data.items() if key not in known},
-        )
-
-
-@dataclass(frozen=True)
 class PodState:
     """One pod of a job, as the operator sees it."""
 
@@ -101,11 +67,8 @@ class PodState:
         return self.phase in ("Pending", "Running", "Unknown")
 
     def retryable(self) -> bool:
-        """Whether a restart may help: the trainer says so; without its word, only usage/config exit codes
-        (which the trainer alone uses, never torchrun) say no."""
-        if self.termination is not None and self.termination.retryable is not None:
-            return self.termination.retryable or self.termination.status == "succeeded"
-        return self.exit_code not in exitcodes.NON_RETRYABLE
+        """Whether a restart may help (the contract's rule)."""
+        return retryable(self.termination, self.exit_code)
 
     def describe(self) -> str:
         """e.g. `node 1 (pod x-node-1) exited with code 137`."""

@@ -27,8 +27,7 @@ from typing import BinaryIO
 
 import torch
 
-LAST_POINTER = "last_checkpoint"
-BEST_POINTER = "best_checkpoint"
+from torchyard.contract.workdir import BEST_POINTER, LAST_POINTER
 
 _ROTATED = re.compile(r"(epoch|iter)_(\d+)\.pth")
 # Temp files left by a writer that was killed; `_atomic_write` names them `.<name>.<uuid hex>.tmp`.

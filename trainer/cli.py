@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from torchyard.trainer import exitcodes
+from torchyard.contract import exitcodes
 from torchyard.trainer.config import Config, ConfigError
 from torchyard.trainer.dist import LAUNCHERS
 from torchyard.trainer.termination import write_termination_message

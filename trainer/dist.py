@@ -15,13 +15,10 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from torchyard.contract.ports import DEFAULT_MASTER_PORT, slurm_port
 from torchyard.trainer.config import ConfigError
 
 LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
-DEFAULT_PORT = 29500
-# The rule the rendered sbatch scripts use too (operator/render_slurm.py): one port per job id.
-SLURM_PORT_BASE = 10000
-SLURM_PORT_SPAN = 20000
 
 
 @dataclass(frozen=True)
@@ -33,7 +30,7 @@ class DistEnv:
     local_rank: int = 0
     local_world_size: int = 1
     master_addr: str = "127.0.0.1"
-    master_port: int = DEFAULT_PORT
+    master_port: int = DEFAULT_MASTER_PORT
 
     @property
     def distributed(self) -> bool:
@@ -95,7 +92,8 @@ def parse_launcher_env(launcher: str, env: Mapping[str, str]) -> DistEnv:
             local_rank=_int(env, "SLURM_LOCALID", launcher),
             local_world_size=max(ntasks // max(nnodes, 1), 1),
             master_addr=env.get("MASTER_ADDR") or first_slurm_host(env["SLURM_JOB_NODELIST"]),
-            master_port=_int(env, "MASTER_PORT", launcher) if env.get("MASTER_PORT") else slurm_port(env),
+            master_port=(_int(env, "MASTER_PORT", launcher) if env.get("MASTER_PORT")
+                         else slurm_port(_int(env, "SLURM_JOB_ID", launcher))),
         )
     if launcher == "mpi":
         _require(env, launcher,
@@ -112,15 +110,9 @@ def parse_launcher_env(launcher: str, env: Mapping[str, str]) -> DistEnv:
             local_world_size=(_int(env, "OMPI_COMM_WORLD_LOCAL_SIZE", launcher)
                               if env.get("OMPI_COMM_WORLD_LOCAL_SIZE") else world_size),
             master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
-            master_port=_int(env, "MASTER_PORT", launcher) if env.get("MASTER_PORT") else DEFAULT_PORT,
+            master_port=_int(env, "MASTER_PORT", launcher) if env.get("MASTER_PORT") else DEFAULT_MASTER_PORT,
         )
     raise ConfigError(f"--launcher {launcher!r} is unknown; choose one of {', '.join(LAUNCHERS)}")
-
-
-def slurm_port(env: Mapping[str, str]) -> int:
-    """A port derived from the job id, so two jobs sharing a node never both take 29500."""
-    job_id = _int(env, "SLURM_JOB_ID", "slurm")
-    return SLURM_PORT_BASE + job_id % SLURM_PORT_SPAN
 
 
 def first_slurm_host(nodelist: str) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 import torch
 import torch.distributed as dist
 
+from torchyard.contract.workdir import SCALARS
 from torchyard.trainer.hooks import Hook
 from torchyard.trainer.registry import HOOKS
 
@@ -71,7 +72,7 @@ class LoggerHook(Hook):
 
     def before_train(self, runner: Runner) -> None:
         if runner.env.is_main:
-            self._scalars = open(runner.work_dir / "scalars.jsonl", "a")  # noqa: SIM115 - closed in after_run
+            self._scalars = open(runner.work_dir / SCALARS, "a")  # noqa: SIM115 - closed in after_run
             if self.tensorboard:
                 self._writer = _tensorboard_writer(runner.work_dir / "tensorboard")
         self._window_start = time.perf_counter()

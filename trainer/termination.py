@@ -1,24 +1,21 @@
-"""The run's last word for whoever started it: a small JSON summary in a termination-message file.
-
-Kubernetes reads ``/dev/termination-log`` (up to 4 KiB) into the pod's status, where the operator finds the
-final metrics, the last checkpoint and whether a retry can help. ``TORCHYARD_TERMINATION_LOG`` names
-another file (the local process runner gives each "pod" its own). Only rank 0 writes.
+"""Leave rank 0's termination message (its format: torchyard/contract/termination.py) for whoever started
+the run: Kubernetes reads ``/dev/termination-log``; ``TORCHYARD_TERMINATION_LOG`` names another file (the
+local runner and the sbatch scripts give each node its own). Only rank 0 writes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from pathlib import Path
 
-DEFAULT_PATH = "/dev/termination-log"
-MAX_BYTES = 4096
+from torchyard.contract.termination import DEFAULT_PATH, PATH_VARIABLE, encode
+
 RANK_VARIABLES = ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK")
 
 
 def termination_log_path() -> Path | None:
-    configured = os.environ.get("TORCHYARD_TERMINATION_LOG")
+    configured = os.environ.get(PATH_VARIABLE)
     if configured:
         return Path(configured)
     return Path(DEFAULT_PATH) if Path(DEFAULT_PATH).exists() else None
@@ -26,21 +23,6 @@ def termination_log_path() -> Path | None:
 
 def is_rank_zero() -> bool:
     return all(os.environ.get(name, "0") == "0" for name in RANK_VARIABLES)
-
-
-def encode(summary: dict) -> str:
-    """JSON within 4 KiB: metrics are dropped first, then the message is shortened."""
-    text = json.dumps(summary, sort_keys=True)
-    if len(text.encode()) <= MAX_BYTES:
-        return text
-    summary = {**summary, "metrics": {}, "metricsTruncated": True}
-    text = json.dumps(summary, sort_keys=True)
-    overflow = len(text.encode()) - MAX_BYTES
-    if overflow > 0:
-        message = summary.get("message", "")
-        summary["message"] = message[: max(0, len(message) - overflow - 3)] + "..."
-        text = json.dumps(summary, sort_keys=True)
-    return text
 
 
 def write_termination_message(summary: dict) -> None:

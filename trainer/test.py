@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
+from torchyard.contract.workdir import TEST_RESULT
 from torchyard.trainer.cli import add_common_args, exit_process, load_config, run_main
 
 
@@ -53,7 +54,7 @@ def test(args: argparse.Namespace) -> dict:
             result = {"metrics": metrics, "checkpoint": str(checkpoint.resolve()),
                       "checkpoint_sha256": _sha256(checkpoint), "config": cfg.pretty_text,
                       "time": time.time()}
-            (runner.work_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+            (runner.work_dir / TEST_RESULT).write_text(json.dumps(result, indent=2))
             for key, value in metrics.items():
                 print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     finally:

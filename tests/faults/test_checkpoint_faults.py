@@ -22,7 +22,7 @@ import torch
 from faults_helpers import module_text
 from test_runner import assert_same_training_state, final_state, make_cfg, run_trainer, write_config
 
-from torchyard.trainer import exitcodes
+from torchyard.contract import exitcodes
 
 
 def _cfg(work_dir: Path, max_iters: int = 30, hooks: list | None = None) -> dict:

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from torchyard.contract.workdir import read_pointer
 from torchyard.operator.api import Phase
 from torchyard.operator.jobfile import load_jobs
 from torchyard.operator.render_slurm import render_slurm
-from torchyard.operator.slurm_bridge import RECORD, Record, find_record, last_checkpoint, read_record
+from torchyard.operator.slurm_bridge import RECORD, Record, find_record, read_record
 from torchyard.operator.slurm_state import (
     CANCELLED,
     COMPLETED,
@@ -92,7 +93,7 @@ def test_record_round_trip_and_lookup_by_name_and_file(tmp_path):
     shutil.copy(REPO / "examples/trainjob.yaml", tmp_path / "trainjob.yaml")
     assert find_record("trainjob.yaml", cwd=tmp_path).job_id == "5"
     (work_dir / "last_checkpoint").write_text(f"{work_dir}/epoch_2.pth\n")
-    assert last_checkpoint(work_dir) == f"{work_dir}/epoch_2.pth"
+    assert read_pointer(work_dir, "latest") == f"{work_dir}/epoch_2.pth"
 
 
 def test_remember_keeps_the_last_state(tmp_path):

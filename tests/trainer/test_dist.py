@@ -1,12 +1,13 @@
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from torchyard.trainer import dist
+from torchyard.contract.ports import DEFAULT_MASTER_PORT, slurm_port, slurm_port_shell
 from torchyard.trainer.config import ConfigError
-from torchyard.trainer.dist import DEFAULT_PORT, DistEnv, first_slurm_host, parse_launcher_env
+from torchyard.trainer.dist import DistEnv, first_slurm_host, parse_launcher_env
 
 TORCHRUN_ENV = {  # rank 5 of 2 nodes x 4 processes, as torchrun exports it on the second node
     "RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4",
@@ -92,8 +93,8 @@ def test_slurm_reads_srun_variables_and_derives_port_from_job_id(no_scontrol: No
     assert info.rank == 6 and info.world_size == 8 and info.local_rank == 2
     assert info.local_world_size == 4
     assert info.master_addr == "gpu003"
-    assert info.master_port == dist.slurm_port(SLURM_ENV)
-    assert info.master_port != DEFAULT_PORT and 1024 < info.master_port < 65536
+    assert info.master_port == slurm_port(int(SLURM_ENV["SLURM_JOB_ID"]))
+    assert info.master_port != DEFAULT_MASTER_PORT and 1024 < info.master_port < 65536
 
 
 def test_slurm_two_jobs_on_one_node_get_different_ports(no_scontrol: None) -> None:
@@ -162,7 +163,7 @@ def test_mpi_defaults_port_and_local_size() -> None:
 
     info = parse_launcher_env("mpi", env)
 
-    assert (info.master_port, info.local_world_size) == (DEFAULT_PORT, 4)
+    assert (info.master_port, info.local_world_size) == (DEFAULT_MASTER_PORT, 4)
 
 
 def test_mpi_single_process_needs_no_master_addr() -> None:
@@ -249,10 +250,10 @@ def test_slurm_master_addr_comes_from_scontrol(monkeypatch: pytest.MonkeyPatch, 
     assert parse_launcher_env("slurm", SLURM_ENV).master_addr == "gpu003.cluster"
 
 
-def test_slurm_port_rule_is_the_one_the_sbatch_scripts_use() -> None:
-    from torchyard.operator import render_slurm
-
-    assert (dist.SLURM_PORT_BASE, dist.SLURM_PORT_SPAN) == (render_slurm.MASTER_PORT_BASE,
-                                                            render_slurm.MASTER_PORT_SPAN)
-    env = {"SLURM_JOB_ID": "123456"}
-    assert dist.slurm_port(env) == render_slurm.MASTER_PORT_BASE + 123456 % render_slurm.MASTER_PORT_SPAN
+def test_slurm_port_rule_is_the_one_the_sbatch_scripts_use(no_scontrol: None) -> None:
+    """The trainer's --launcher slurm and the scripts' shell arithmetic agree on every job's port."""
+    for job_id in (1, 123456, 2**31 - 1):
+        shell = subprocess.run(["/bin/bash", "-c", f"SLURM_JOB_ID={job_id}; echo {slurm_port_shell()}"],
+                               capture_output=True, text=True, check=True).stdout
+        info = parse_launcher_env("slurm", {**SLURM_ENV, "SLURM_JOB_ID": str(job_id)})
+        assert info.master_port == int(shell) == slurm_port(job_id)

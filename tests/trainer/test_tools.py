@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from torchyard.trainer import exitcodes
+from torchyard.contract import exitcodes
 from torchyard.trainer.checkpoint import resolve_checkpoint
 from torchyard.trainer.config import Config, ConfigError
 from torchyard.trainer.models import DigitsCNN, DigitsMLP

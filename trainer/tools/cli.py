@@ -13,7 +13,7 @@ import os
 import sys
 import traceback
 
-from torchyard.trainer import exitcodes
+from torchyard.contract import exitcodes
 from torchyard.trainer.checkpoint import CheckpointError
 from torchyard.trainer.config import ConfigError
 from torchyard.trainer.tools import count_params, plot_logs, publish_model, tsne

@@ -10,10 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from torchyard.contract.workdir import SCALAR_KEYS, SCALARS
 from torchyard.trainer.config import ConfigError
-
-SCALARS = "scalars.jsonl"
-NOT_SCALARS = ("mode", "epoch", "iter")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +44,7 @@ def read_curves(work_dir: str | Path, keys: list[str]) -> dict[str, tuple[list[i
         points = {r["iter"]: r[key] for r in records if isinstance(r.get(key), int | float) and "iter" in r}
         if not points:
             known = sorted({k for r in records for k, v in r.items()
-                            if k not in NOT_SCALARS and isinstance(v, int | float)})
+                            if k not in SCALAR_KEYS and isinstance(v, int | float)})
             raise ConfigError(f"plot-logs: key {key!r} is not in {path}; "
                               f"it has: {', '.join(known) or 'nothing'}")
         iterations = sorted(points)

@@ -47,7 +47,7 @@ torchrun_args=(
   "$work_dir"/results.json
 )
 
-# Rank 0's last word (trainer/termination.py) says whether a restart can help after a failure.
+# Rank 0's last word (contract/termination.py) says whether a restart can help after a failure.
 export TORCHYARD_TERMINATION_LOG="$work_dir/.torchyard-$SLURM_JOB_ID-termination.json"
 rm -f -- "$TORCHYARD_TERMINATION_LOG"
 

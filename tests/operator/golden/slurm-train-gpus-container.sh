@@ -49,7 +49,7 @@ torchrun_args=(
   --resume
 )
 
-# Rank 0's last word (trainer/termination.py) says whether a restart can help after a failure.
+# Rank 0's last word (contract/termination.py) says whether a restart can help after a failure.
 export TORCHYARD_TERMINATION_LOG="$work_dir/.torchyard-$SLURM_JOB_ID-termination.json"
 rm -f -- "$TORCHYARD_TERMINATION_LOG"
 
