@@ -87,7 +87,7 @@ tools: $(HELM)
 $(HELM): scripts/fetch-tools.sh | install
 	PYTHON=$(BIN)/python scripts/fetch-tools.sh $(TOOLS)
 
-# The chart ships the CRDs of crds/ (generated from operator/api.py); tests/charts fails when they drift.
+# The chart ships the CRDs of crds/ (generated from operator/api/spec.py); tests/charts fails when they drift.
 chart-crds:
 	rm -f $(CHART)/crds/torchyard.dev_*.yaml
 	cp crds/*.yaml $(CHART)/crds/

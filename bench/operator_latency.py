@@ -64,11 +64,11 @@ import aiohttp
 import kopf
 import yaml
 
-from torchyard.operator.api import load_job
-from torchyard.operator.kube import ApiError, KubeApi, list_watch, resource_path
-from torchyard.operator.local_cluster import LocalControlPlane
-from torchyard.operator.node import NodeHeartbeat, node_manifest, rfc3339
-from torchyard.operator.render_k8s import render_k8s
+from torchyard.operator.api.spec import load_job
+from torchyard.operator.control.kubeapi import ApiError, KubeApi, list_watch, resource_path
+from torchyard.operator.dev.local_cluster import LocalControlPlane
+from torchyard.operator.dev.node import NodeHeartbeat, node_manifest, rfc3339
+from torchyard.operator.kube.render import render_k8s
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / ".tools" / "bin"

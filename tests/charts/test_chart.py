@@ -16,8 +16,8 @@ import pytest
 import yaml
 from chart_helpers import CASES, CHART, NAMESPACE, REPO, find, one, run_helm, served, values_file
 
-from torchyard.operator.cli import build_parser
-from torchyard.operator.metrics import Metrics
+from torchyard.operator.cli.main import build_parser
+from torchyard.operator.control.metrics import Metrics
 
 KUBERNETES_VERSION = "1.34.0"  # validated against this version's OpenAPI schemas (kubectl of `make tools`)
 FULLNAME = "ty-torchyard"

@@ -33,9 +33,10 @@ from chart_helpers import CHART, find, one, run_helm, values_file
 from chart_helpers import NAMESPACE as RELEASE_NAMESPACE
 from operator_harness import Cluster, operator_token, running_cluster, running_kopf, termination, train_job
 
-from torchyard.operator.controller import OperatorConfig
-from torchyard.operator.handlers import build_registry, memo_for
-from torchyard.operator.kube import ApiError, KubeApi, resource_path
+from torchyard.operator.control.handlers import build_registry, memo_for
+from torchyard.operator.control.kubeapi import ApiError, KubeApi, resource_path
+from torchyard.operator.control.loop import OperatorConfig
+from torchyard.operator.kube.backend import PodBackend
 
 NODES = ["digits-mlp-node-0", "digits-mlp-node-1"]
 Call = tuple[str, str, str, str | None]  # (API group, resource[/subresource], verb, namespace or None)
@@ -175,9 +176,11 @@ async def operator(
 ) -> AsyncIterator[None]:
     """kopf in its own thread with peering, cluster-wide or serving `namespaces`, as `torchyard operator run`
     does in the chart's Deployment (the harness's operator is cluster-wide and standalone)."""
-    memo = memo_for(OperatorConfig(connection=connection, namespaces=namespaces, report_grace=2.0))
+    backend = PodBackend()
+    memo = memo_for(OperatorConfig(connection=connection, namespaces=namespaces, report_grace=2.0), backend)
     options = {"clusterwide": not namespaces, "namespaces": namespaces, "standalone": False}
-    async with running_kopf(build_registry(), memo, "operator", peering_name=peering, priority=1, **options):
+    registry = build_registry(backend)
+    async with running_kopf(registry, memo, "operator", peering_name=peering, priority=1, **options):
         yield
 
 

@@ -28,7 +28,7 @@ from operator_harness import running_cluster, running_operator
 from test_api import CORPUS, _walk
 
 from torchyard.contract import exitcodes
-from torchyard.operator.cli import main as torchyard
+from torchyard.operator.cli.main import main as torchyard
 from torchyard.trainer.test import main as torchyard_test
 from torchyard.trainer.train import main as torchyard_train
 

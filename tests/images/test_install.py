@@ -72,7 +72,7 @@ def test_operator_install(tmp_path):
     for flag in ("--namespace", "--metrics-port", "--json-logs", "--peering", "--priority"):
         assert flag in help_text
     python = str(venv / "bin" / "python")
-    run([python, "-c", "import torchyard.operator.handlers, kopf, kubernetes, prometheus_client"])
+    run([python, "-c", "import torchyard.operator.control.handlers, kopf, kubernetes, prometheus_client"])
     no_torch = subprocess.run([python, "-c", "import torch"], capture_output=True, text=True, cwd="/")
     assert no_torch.returncode != 0 and "No module named 'torch'" in no_torch.stderr
     assert_pinned(venv)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from torchyard.operator.api import load_job
+from torchyard.operator.api.spec import load_job
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).parent))  # test helpers (operator_harness) import by module name

@@ -35,8 +35,7 @@ import jsonpatch
 import kmock
 from kmock._internal import rendering  # the Request type the emulator's _handle receives
 
-from torchyard.operator.api import GROUP, VERSION
-from torchyard.operator.crds import KINDS
+from torchyard.operator.api.spec import GROUP, KINDS, VERSION
 
 VERBS = {"list", "watch", "get", "create", "patch", "update", "delete"}
 # (group/version/plural, kind, namespaced, subresources)
@@ -48,7 +47,7 @@ RESOURCES = [
     ("v1/namespaces", "Namespace", False, {"status"}),
     ("kopf.dev/v1/kopfpeerings", "KopfPeering", True, set()),
     ("kopf.dev/v1/clusterkopfpeerings", "ClusterKopfPeering", False, set()),
-    *((f"{GROUP}/{VERSION}/{plural}", kind, True, {"status"}) for kind, (_, plural, _, _) in KINDS.items()),
+    *((f"{GROUP}/{VERSION}/{spec.plural}", kind, True, {"status"}) for kind, spec in KINDS.items()),
 ]
 
 
@@ -72,7 +71,7 @@ class Emulator(kmock.KubernetesEmulator):
             info.kind, info.namespaced, info.verbs, info.subresources = kind, namespaced, VERBS, subresources
             info.singular = kind.lower()
             if kind in KINDS:
-                info.shortnames, info.categories = {KINDS[kind][2]}, {"torchyard"}
+                info.shortnames, info.categories = {KINDS[kind].short_name}, {"torchyard"}
             if "status" in subresources:
                 self._with_status.add(kmock.resource(key))
 

@@ -20,9 +20,10 @@ import kopf
 from emulator import Emulator, now_rfc3339
 from operator_harness import JobsView, running_kopf
 
-from torchyard.operator.controller import OperatorConfig
-from torchyard.operator.handlers import build_registry, memo_for
-from torchyard.operator.kube import ApiError, KubeApi, resource_path
+from torchyard.operator.control.handlers import build_registry, memo_for
+from torchyard.operator.control.kubeapi import ApiError, KubeApi, resource_path
+from torchyard.operator.control.loop import OperatorConfig
+from torchyard.operator.kube.backend import PodBackend
 
 NS = "default"
 PODS = resource_path("v1", "pods", NS)
@@ -92,6 +93,7 @@ async def running_cluster(kubelet: bool = True) -> AsyncIterator[Cluster]:
 async def running_operator(cluster: Cluster, **config: Any) -> AsyncIterator[kopf.Memo]:
     """kopf in its own thread and event loop (as in its own process), talking to the emulator."""
     config.setdefault("report_grace", 0.3)
-    memo = memo_for(OperatorConfig(connection=cluster.info, **config))
-    async with running_kopf(build_registry(), memo, name="operator"):
+    backend = PodBackend()
+    memo = memo_for(OperatorConfig(connection=cluster.info, **config), backend)
+    async with running_kopf(build_registry(backend), memo, name="operator"):
         yield memo

@@ -31,11 +31,13 @@ from typing import Any
 
 import kopf
 
-from torchyard.operator.controller import OperatorConfig, job_path
-from torchyard.operator.handlers import build_registry, memo_for
-from torchyard.operator.kube import ApiError, KubeApi, list_watch, resource_path
-from torchyard.operator.local_cluster import LocalControlPlane
-from torchyard.operator.node import NodeHeartbeat, node_manifest, rfc3339
+from torchyard.operator.api.spec import job_path
+from torchyard.operator.control.handlers import build_registry, memo_for
+from torchyard.operator.control.kubeapi import ApiError, KubeApi, list_watch, resource_path
+from torchyard.operator.control.loop import OperatorConfig
+from torchyard.operator.dev.local_cluster import LocalControlPlane
+from torchyard.operator.dev.node import NodeHeartbeat, node_manifest, rfc3339
+from torchyard.operator.kube.backend import PodBackend
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_DIR = Path(os.environ.get("TORCHYARD_CLUSTER_DIR", REPO / ".cluster"))
@@ -416,8 +418,9 @@ async def running_operator(cluster: Cluster, **config: Any) -> AsyncIterator[kop
     ServiceAccount: a call the chart's RBAC does not allow fails as it would in the cluster."""
     config.setdefault("report_grace", 2.0)  # a loaded machine may take that long between two pods' reports
     connection = cluster.plane.as_token(await operator_token(cluster.api))
-    memo = memo_for(OperatorConfig(connection=connection, **config))
-    async with running_kopf(build_registry(), memo, name="operator"):
+    backend = PodBackend()
+    memo = memo_for(OperatorConfig(connection=connection, **config), backend)
+    async with running_kopf(build_registry(backend), memo, name="operator"):
         yield memo
 
 

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from torchyard.operator.api import MAX_DNS_LABEL, SpecError, TestJob, TrainJob, load_job, slurm_time_seconds
+from torchyard.operator.api.spec import (
+    MAX_DNS_LABEL,
+    SpecError,
+    TestJob,
+    TrainJob,
+    load_job,
+    slurm_time_seconds,
+)
 
 CORPUS = yaml.safe_load((Path(__file__).parent / "malformed_specs.yaml").read_text())
 

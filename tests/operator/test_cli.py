@@ -6,7 +6,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from torchyard.operator.cli import main
+from torchyard.operator.cli.main import main
 
 
 def test_validate_examples(repo, capsys):
@@ -85,7 +85,8 @@ def test_operator_never_imports_torch():
     import sys
 
     code = (
-        "import sys, torchyard.operator.cli, torchyard.operator.local, torchyard.operator.crds; "
+        "import sys, torchyard.operator.cli.main, torchyard.operator.launch.local, "
+        "torchyard.operator.api.crds; "
         "sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from torchyard.operator.command import Checkpoint, program_args, test_checkpoint
+from torchyard.operator.launch.command import Checkpoint, program_args, test_checkpoint
 
 
 @pytest.mark.parametrize(

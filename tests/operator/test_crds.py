@@ -7,7 +7,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from torchyard.operator.crds import KINDS, crd_filename, render_crd, render_crds
+from torchyard.operator.api.crds import crd_filename, render_crd, render_crds
+from torchyard.operator.api.spec import KINDS
 
 
 def test_checked_in_crds_match_the_models(repo):
@@ -55,7 +56,7 @@ def test_immutable_fields():
 
 
 def test_names_columns_and_status():
-    for kind, (_, plural, short, _) in KINDS.items():
+    for kind, plural, short in ((k, v.plural, v.short_name) for k, v in KINDS.items()):
         crd = render_crd(kind)
         assert crd["metadata"]["name"] == f"{plural}.torchyard.dev"
         assert crd["spec"]["names"]["shortNames"] == [short]

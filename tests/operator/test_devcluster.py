@@ -18,10 +18,10 @@ import pytest
 import yaml
 from operator_harness import RELEASE, RELEASE_NAMESPACE, TEST_NODE_KEY, control_plane, isolated_namespace
 
-from torchyard.operator.api import load_job
-from torchyard.operator.devcluster import Runner
-from torchyard.operator.pod_process import expand, local_pod
-from torchyard.operator.render_k8s import render_k8s
+from torchyard.operator.api.spec import load_job
+from torchyard.operator.dev.agent import Runner
+from torchyard.operator.dev.pod_process import expand, local_pod
+from torchyard.operator.kube.render import render_k8s
 
 REPO = Path(__file__).resolve().parents[2]
 TORCHYARD = str(Path(sys.executable).parent / "torchyard")
@@ -49,9 +49,10 @@ def test_expand_follows_kubernetes():
 
 def test_operator_modules_never_import_torch():
     code = (
-        "import sys, torchyard.operator.handlers, torchyard.operator.devcluster, "
-        "torchyard.operator.pod_process, torchyard.operator.node, torchyard.operator.local_cluster, "
-        "torchyard.operator.cli_operator; sys.exit('torch' in sys.modules)"
+        "import sys, torchyard.operator.control.handlers, torchyard.operator.dev.agent, "
+        "torchyard.operator.dev.pod_process, torchyard.operator.dev.node, "
+        "torchyard.operator.dev.local_cluster, "
+        "torchyard.operator.cli.operator; sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from operator_harness import running_cluster, running_operator, termination, train_job
 
-from torchyard.operator.controller import job_path
-from torchyard.operator.kube import resource_path
+from torchyard.operator.api.spec import job_path
+from torchyard.operator.control.kubeapi import resource_path
 
 pytestmark = pytest.mark.asyncio
 NODES = ["digits-mlp-node-0", "digits-mlp-node-1"]
@@ -287,7 +287,7 @@ async def test_deleting_a_job_deletes_its_pods():
 async def test_metrics_and_healthz():
     import aiohttp
 
-    from torchyard.operator.kube import KubeApi  # noqa: F401  (the operator's client, used by the fixture)
+    from torchyard.operator.control.kubeapi import KubeApi  # noqa: F401  (the operator's client, used by the fixture)
 
     async with running_cluster() as cluster, running_operator(cluster, metrics_port=0) as memo:
         await cluster.create(train_job())

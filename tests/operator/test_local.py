@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from torchyard.operator.local import LOCALHOST, local_commands
+from torchyard.operator.launch.local import LOCALHOST, local_commands
 
 STAND_IN = Path(__file__).parent / "stand_in_trainer.py"
 
@@ -56,7 +56,7 @@ def _run(tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess
     import os
 
     return subprocess.run(
-        [sys.executable, "-m", "torchyard.operator.cli", "run", str(_write_job(tmp_path))],
+        [sys.executable, "-m", "torchyard.operator.cli.main", "run", str(_write_job(tmp_path))],
         cwd=tmp_path,
         capture_output=True,
         text=True,

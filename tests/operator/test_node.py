@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from torchyard.operator.node import AGENT_LABEL, node_manifest, node_status, parse_taint
+from torchyard.operator.dev.node import AGENT_LABEL, node_manifest, node_status, parse_taint
 
 
 def test_node_manifest_carries_the_well_known_labels_and_taints():

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from torchyard.operator.quantity import parse_quantity
+from torchyard.operator.api.quantity import parse_quantity
 
 
 @pytest.mark.parametrize(

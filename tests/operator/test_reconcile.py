@@ -7,9 +7,12 @@ import json
 
 import pytest
 
-from torchyard.operator import status as st
-from torchyard.operator.reconcile import TERMINATING_WAIT_SECONDS, decide, rfc3339
-from torchyard.operator.status import PodState, Termination
+from torchyard.contract.termination import Termination
+from torchyard.operator.api import conditions as st
+from torchyard.operator.control.decide import rfc3339
+from torchyard.operator.kube.decide import TERMINATING_WAIT_SECONDS, decide
+from torchyard.operator.kube.observe import PodState, job_key, pod_state
+from torchyard.operator.kube.render import LABEL_ATTEMPT, LABEL_RANK
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
 
@@ -34,7 +37,7 @@ def test_new_job_creates_service_and_all_pods(train_job):
     d = decide(train_job(), {}, [], NOW)
     kinds = [(m["kind"], m["metadata"]["name"]) for m in d.create]
     assert kinds == [("Service", "digits-mlp"), ("Pod", "digits-mlp-node-0"), ("Pod", "digits-mlp-node-1")]
-    assert all(m["metadata"]["labels"][st.LABEL_ATTEMPT] == "0" for m in d.create[1:])
+    assert all(m["metadata"]["labels"][LABEL_ATTEMPT] == "0" for m in d.create[1:])
     assert d.status["phase"] == "Pending" and d.status["startTime"] == rfc3339(NOW)
     assert cond(d.status, st.CREATED)["reason"] == st.PODS_CREATED
 
@@ -88,7 +91,7 @@ def test_new_attempt_waits_for_old_pods_then_creates(train_job):
     d = decide(train_job(), status, [pod(1, deleting=True)], NOW)
     assert d.create == [] and d.delete == [] and d.status["phase"] == "Restarting"
     d = decide(train_job(), status, [], NOW)
-    assert [m["metadata"]["labels"][st.LABEL_ATTEMPT] for m in d.create[1:]] == ["1", "1"]
+    assert [m["metadata"]["labels"][LABEL_ATTEMPT] for m in d.create[1:]] == ["1", "1"]
     d = decide(train_job(), d.status, [pod(0, attempt=1), pod(1, attempt=1)], NOW)
     assert d.status["phase"] == "Running" and cond(d.status, st.RESTARTING).get("status") != "True"
 
@@ -124,8 +127,8 @@ def test_old_pods_stuck_terminating_are_reported_after_a_bounded_wait(train_job)
     ],
 )  # fmt: skip
 def test_pods_that_cannot_start_say_why_in_the_job(train_job, status, reason):
-    body = {"metadata": {"name": "digits-mlp-node-1", "labels": {st.LABEL_RANK: "1"}}, "status": status}
-    stuck = st.pod_state(body)
+    body = {"metadata": {"name": "digits-mlp-node-1", "labels": {LABEL_RANK: "1"}}, "status": status}
+    stuck = pod_state(body)
     assert stuck.waiting == reason
     d = decide(train_job(), {"phase": "Pending"}, [pod(0), stuck], NOW)
     running = cond(d.status, st.RUNNING)
@@ -298,15 +301,15 @@ def test_termination_message_parsing():
 
 
 def test_pod_state_from_a_pod_body(train_job):
-    from torchyard.operator.render_k8s import render_k8s
+    from torchyard.operator.kube.render import render_k8s
 
     body = render_k8s(train_job())[2]
-    body["metadata"]["labels"][st.LABEL_ATTEMPT] = "2"
+    body["metadata"]["labels"][LABEL_ATTEMPT] = "2"
     body["status"] = {
         "phase": "Failed",
         "containerStatuses": [{"state": {"terminated": {"exitCode": 137, "finishedAt": "t"}}}],
     }
-    state = st.pod_state(body)
+    state = pod_state(body)
     assert (state.rank, state.attempt, state.phase, state.exit_code, state.kind) == (
         1,
         2,
@@ -314,4 +317,4 @@ def test_pod_state_from_a_pod_body(train_job):
         137,
         "trainjob",
     )
-    assert st.job_key(body) == ("default", "trainjob", "digits-mlp")
+    assert job_key(body) == ("default", "trainjob", "digits-mlp")

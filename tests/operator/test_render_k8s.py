@@ -8,9 +8,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from torchyard.operator.api import load_job
-from torchyard.operator.command import RenderError
-from torchyard.operator.render_k8s import KUEUE_GROUP, KUEUE_QUEUE, KUEUE_TOTAL, render_k8s
+from torchyard.operator.api.spec import load_job
+from torchyard.operator.kube.render import KUEUE_GROUP, KUEUE_QUEUE, KUEUE_TOTAL, render_k8s
+from torchyard.operator.launch.command import RenderError
 
 K8S_VERSION = "1.37"
 

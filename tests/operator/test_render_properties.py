@@ -9,9 +9,9 @@ import kubernetes_validate
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from torchyard.operator.api import SpecError, load_job
-from torchyard.operator.render_k8s import render_k8s
-from torchyard.operator.render_slurm import render_slurm
+from torchyard.operator.api.spec import SpecError, load_job
+from torchyard.operator.kube.render import render_k8s
+from torchyard.operator.slurm.render import render_slurm
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20)
 names = st.from_regex(r"\A[a-z][a-z0-9-]{0,20}[a-z0-9]\Z")

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from torchyard.operator.api import SpecError, load_job
-from torchyard.operator.command import program_args, test_checkpoint
-from torchyard.operator.render_slurm import render_slurm, sbatch_options
+from torchyard.operator.api.spec import SpecError, load_job
+from torchyard.operator.launch.command import program_args, test_checkpoint
+from torchyard.operator.slurm.render import render_slurm, sbatch_options
 
 SHELLCHECK = shutil.which("shellcheck")
 MARK = "pwned"

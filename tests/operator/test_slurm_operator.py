@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from torchyard.operator.slurm_client import SlurmError
-from torchyard.operator.slurm_operator import is_transient, read_progress
+from torchyard.operator.slurm.backend import is_transient, read_progress
+from torchyard.operator.slurm.client import SlurmError
 
 
 def test_progress_comes_from_the_work_dir(tmp_path, train_job, test_job):
@@ -32,7 +32,7 @@ def test_only_unreachable_slurm_is_transient():
 
 
 def test_operator_run_takes_the_slurm_backend(tmp_path):
-    from torchyard.operator.cli import build_parser
+    from torchyard.operator.cli.main import build_parser
 
     args = build_parser().parse_args(
         ["operator", "run", "--backend", "slurm", "--submit-dir", str(tmp_path), "--poll-seconds", "2"]
@@ -42,9 +42,10 @@ def test_operator_run_takes_the_slurm_backend(tmp_path):
 
 
 def test_the_slurm_registry_watches_no_pods():
-    from torchyard.operator.slurm_operator import build_slurm_registry
+    from torchyard.operator.control.handlers import build_registry
+    from torchyard.operator.slurm.backend import SlurmBackend
 
-    registry = build_slurm_registry()  # kopf has no public listing: its per-purpose registries
+    registry = build_registry(SlurmBackend())  # kopf has no public listing: its per-purpose registries
     parts = (registry._indexing, registry._watching, registry._spawning, registry._changing)
     names = {handler.selector.any_name for part in parts for handler in part.get_all_handlers()}
     assert names == {"trainjobs", "testjobs"}
@@ -61,8 +62,8 @@ class ForgetfulSlurm:
 
 
 def test_a_forgotten_job_is_its_last_finished_state_in_the_record(tmp_path):
-    from torchyard.operator.slurm_bridge import Record, read_record
-    from torchyard.operator.slurm_operator import observe
+    from torchyard.operator.slurm.backend import observe
+    from torchyard.operator.slurm.bridge import Record, read_record
 
     record = Record("x", "TrainJob", "7", str(tmp_path), str(tmp_path), "s", "2026-01-01T00:00:00+00:00")
     record.save()

@@ -19,8 +19,10 @@ import kopf
 import pytest
 from operator_harness import Cluster, running_cluster, running_kopf, train_job
 
-from torchyard.operator.controller import OperatorConfig, job_path
-from torchyard.operator.slurm_operator import ANNOTATION, SlurmConfig, build_slurm_registry, slurm_memo
+from torchyard.operator.api.spec import job_path
+from torchyard.operator.control.handlers import build_registry, memo_for
+from torchyard.operator.control.loop import OperatorConfig
+from torchyard.operator.slurm.backend import ANNOTATION, SlurmBackend
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.asyncio]
 
@@ -37,8 +39,9 @@ def submit_dir(tmp_path) -> Path:
 @contextlib.asynccontextmanager
 async def slurm_operator(cluster: Cluster, submit_dir: Path) -> AsyncIterator[kopf.Memo]:
     """`torchyard operator run --backend slurm`, in its own thread and event loop, against the API server."""
-    memo = slurm_memo(OperatorConfig(connection=cluster.info), SlurmConfig(submit_dir, poll_seconds=0.5))
-    async with running_kopf(build_slurm_registry(), memo, name="slurm-operator"):
+    backend = SlurmBackend(submit_dir, poll_seconds=0.5)
+    memo = memo_for(OperatorConfig(connection=cluster.info), backend)
+    async with running_kopf(build_registry(backend), memo, name="slurm-operator"):
         yield memo
 
 

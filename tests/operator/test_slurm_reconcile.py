@@ -1,4 +1,4 @@
-"""slurm_reconcile.decide (pure): Slurm job info + spec + status + now -> status and actions, by case."""
+"""slurm/decide.py (pure): Slurm job info + spec + status + now -> status and actions, by case."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import datetime
 
 import pytest
 
-from torchyard.operator import status as st
-from torchyard.operator.slurm_reconcile import SlurmView, decide, rejected
+from torchyard.operator.api import conditions as st
+from torchyard.operator.control.decide import rejected
+from torchyard.operator.slurm.decide import SlurmView, decide
 
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 STAMP = "2026-01-02T03:04:05Z"

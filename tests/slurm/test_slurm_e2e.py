@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from torchyard.operator.slurm_bridge import RECORD, read_record
-from torchyard.operator.slurm_client import SlurmClient
+from torchyard.operator.slurm.bridge import RECORD, read_record
+from torchyard.operator.slurm.client import SlurmClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 

@@ -11,11 +11,7 @@ from pathlib import Path
 import pytest
 
 from torchyard.contract.workdir import read_pointer
-from torchyard.operator.api import Phase
-from torchyard.operator.jobfile import load_jobs
-from torchyard.operator.render_slurm import render_slurm
-from torchyard.operator.slurm_bridge import RECORD, Record, find_record, read_record
-from torchyard.operator.slurm_state import (
+from torchyard.operator.api.conditions import (
     CANCELLED,
     COMPLETED,
     NODE_FAILURE,
@@ -23,13 +19,16 @@ from torchyard.operator.slurm_state import (
     PREEMPTED,
     QUEUED,
     REQUEUED,
-    RUNNING,
+    SLURM_RUNNING,
     TIME_LIMIT,
     UNSCHEDULABLE,
     WAITING_FOR_RESOURCES,
-    job_phase,
-    parse_job_record,
 )
+from torchyard.operator.api.jobfile import load_jobs
+from torchyard.operator.api.spec import Phase
+from torchyard.operator.slurm.bridge import RECORD, Record, find_record, read_record
+from torchyard.operator.slurm.observe import job_phase, parse_job_record
+from torchyard.operator.slurm.render import render_slurm
 
 REPO = Path(__file__).resolve().parents[2]
 SCONTROL = (
@@ -55,8 +54,8 @@ def test_parse_job_record_keeps_values_with_spaces():
         ("PENDING", "PartitionNodeLimit", "0", Phase.PENDING, UNSCHEDULABLE),
         ("PENDING", "BeginTime", "1", Phase.RESTARTING, REQUEUED),
         ("REQUEUED", "None", "1", Phase.RESTARTING, REQUEUED),
-        ("RUNNING", "None", "0", Phase.RUNNING, RUNNING),
-        ("COMPLETING", "None", "0", Phase.RUNNING, RUNNING),
+        ("RUNNING", "None", "0", Phase.RUNNING, SLURM_RUNNING),
+        ("COMPLETING", "None", "0", Phase.RUNNING, SLURM_RUNNING),
         ("COMPLETED", "None", "0", Phase.SUCCEEDED, COMPLETED),
         ("FAILED", "NonZeroExitCode", "0", Phase.FAILED, "Failed"),
         ("CANCELLED by 0", "None", "0", Phase.FAILED, CANCELLED),

@@ -33,9 +33,9 @@ from typing import Any
 import aiohttp
 
 from torchyard.contract.termination import PATH_VARIABLE
-from torchyard.operator.kube import ApiError, KubeApi, resource_path
-from torchyard.operator.node import rfc3339 as now
-from torchyard.operator.pod_process import field_value, in_cluster_kubeconfig, local_pod
+from torchyard.operator.control.kubeapi import ApiError, KubeApi, resource_path
+from torchyard.operator.dev.node import rfc3339 as now
+from torchyard.operator.dev.pod_process import field_value, in_cluster_kubeconfig, local_pod
 
 NODE_NAME = "dev-cluster"
 LOG_TAIL_BYTES = 2048

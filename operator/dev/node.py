@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from torchyard.operator.kube import ApiError, KubeApi, resource_path
+from torchyard.operator.control.kubeapi import ApiError, KubeApi, resource_path
 
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_SECONDS = 40

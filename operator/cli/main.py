@@ -16,16 +16,16 @@ import argparse
 import importlib
 import sys
 
-from torchyard.operator.api import SpecError
-from torchyard.operator.command import RenderError
+from torchyard.operator.api.spec import SpecError
+from torchyard.operator.launch.command import RenderError
 
 # Each group's module and the commands it adds. `torchyard COMMAND ...` imports only COMMAND's module, so that
 # e.g. `torchyard slurm submit` does not pay for the operator's imports; --help and typos import them all.
 COMMAND_GROUPS = {
-    "torchyard.operator.cli_jobs": ("validate", "render", "run", "crds"),
-    "torchyard.operator.cli_slurm": ("slurm",),
-    "torchyard.operator.cli_operator": ("operator", "dev-cluster"),
-    "torchyard.operator.cli_tools": ("tools",),
+    "torchyard.operator.cli.jobs": ("validate", "render", "run", "crds"),
+    "torchyard.operator.cli.slurm": ("slurm",),
+    "torchyard.operator.cli.operator": ("operator", "dev-cluster"),
+    "torchyard.operator.cli.tools": ("tools",),
 }
 
 

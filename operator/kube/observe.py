@@ -1,46 +1,24 @@
-"""What the operator observes, as plain data (pure): pods -> PodState, termination messages, conditions.
+"""What the pod backend observes, as plain data: a pod -> PodState, corrected by Expectations.
 
-A pod is reduced to what reconciling needs: its node rank, the attempt it belongs to, its phase and, once it
-ended, its exit code and the trainer's termination message (JSON, see contract/termination.py). Conditions
-are Kubernetes style; `set_condition` moves lastTransitionTime only when the condition's status changes.
+A pod is reduced to what deciding needs: its node rank, the attempt it belongs to, its phase, why it does
+not start, and, once it ended, its exit code and the trainer's termination message (contract/termination.py).
+Expectations bridge the index lag: pods just created (or deleted) count as such until the watch shows them,
+as in Kubernetes' own Job controller, so a slow watch never leads to duplicate creates or double restarts.
 
-    pods = [pod_state(body) for body in pod_bodies]
-    conditions = set_condition(conditions, "Running", "True", ALL_NODES_RUNNING, "all 2 nodes run", now)
+    pods = expectations.apply([pod_state(body) for body in pod_bodies])
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from torchyard.contract.termination import Termination, retryable
-from torchyard.operator.render_k8s import LABEL_JOB, LABEL_KIND, LABEL_RANK
+from torchyard.operator.kube.render import LABEL_ATTEMPT, LABEL_JOB, LABEL_KIND, LABEL_RANK
 
-LABEL_ATTEMPT = "torchyard.dev/attempt"
-
-# Condition types.
-CREATED, RUNNING, RESTARTING = "Created", "Running", "Restarting"
-SUCCEEDED, FAILED, SUSPENDED = "Succeeded", "Failed", "Suspended"
-
-# Condition reasons: named constants, so users and alerts can match on them.
-PODS_CREATED = "PodsCreated"
-CHILD_CONFLICT = "ChildConflict"
-CREATE_REFUSED = "CreateRefused"  # the API server refused a pod or the Service (403, 422, quota, admission)
-PODS_STUCK_TERMINATING = "PodsStuckTerminating"
-WAITING_FOR_TRAIN_JOB = "WaitingForTrainJob"
-ALL_NODES_RUNNING = "AllNodesRunning"
-NODES_STARTING = "NodesStarting"
-POD_FAILED = "PodFailed"
-POD_LOST = "PodLost"
-COMPLETED = "Completed"
-BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
-NON_RETRYABLE_ERROR = "NonRetryableError"
-DEADLINE_EXCEEDED = "DeadlineExceeded"
-INVALID_SPEC = "InvalidSpec"
-TRAIN_JOB_FAILED = "TrainJobFailed"
-JOB_SUSPENDED = "Suspended"
-JOB_RESUMED = "Resumed"
+EXPECTATION_SECONDS = 30.0  # forget an expected create/delete the watch never showed after this long
 
 
 @dataclass(frozen=True)
@@ -148,59 +126,30 @@ def _int(value: Any, default: int) -> int:
         return default
 
 
-def set_condition(
-    conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str, now: str
-) -> list[dict[str, Any]]:
-    """A new list with condition `type_` set; its lastTransitionTime changes only with its status."""
-    out, found = [], False
-    for condition in conditions:
-        if condition.get("type") == type_:
-            found = True
-            changed = condition.get("status") != status
-            condition = {
-                "type": type_,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": now if changed else condition.get("lastTransitionTime", now),
-            }
-        out.append(condition)
-    if not found:
-        out.append(
-            {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": now}
-        )
-    return out
+class Expectations:
+    """Pods this loop created or deleted that the pod index does not show that way yet."""
 
+    def __init__(self) -> None:
+        self.created: dict[str, tuple[PodState, float]] = {}
+        self.deleted: dict[str, tuple[str, float]] = {}
 
-def condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:
-    return next((c for c in conditions if c.get("type") == type_), None)
+    def expect_created(self, pod: PodState) -> None:
+        self.created[pod.name] = (pod, time.monotonic() + EXPECTATION_SECONDS)
 
+    def expect_deleted(self, pod: PodState) -> None:
+        self.deleted[pod.name] = (pod.uid, time.monotonic() + EXPECTATION_SECONDS)
 
-def clear_condition(
-    conditions: list[dict[str, Any]], type_: str, reason: str, message: str, now: str
-) -> list[dict[str, Any]]:
-    """Set `type_` to False, but only if it exists (absent conditions stay absent)."""
-    if condition(conditions, type_) is None:
-        return conditions
-    return set_condition(conditions, type_, "False", reason, message, now)
-
-
-METRIC_NOT_FINITE = "MetricNotFinite"
-
-
-def status_metrics(metrics: Any) -> tuple[dict[str, float], list[str]]:
-    """The numeric metrics a status can hold, and the keys of those it cannot: JSON has no inf or NaN (a
-    PSNR of an exact reproduction is inf), and the API server refuses a status carrying one, so it would
-    never be written again. The headline keeps them as text (`psnr: inf`)."""
-    if not isinstance(metrics, dict):
-        return {}, []
-    numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    finite = {k: v for k, v in numbers.items() if math.isfinite(v)}
-    return finite, [k for k in numbers if k not in finite]
-
-
-def headline(metrics: dict[str, Any]) -> str | None:
-    """The first metric as `key: value`, for kubectl get's printer column."""
-    for key, value in metrics.items():
-        return f"{key}: {value:g}" if isinstance(value, int | float) else f"{key}: {value}"
-    return None
+    def apply(self, pods: list[PodState]) -> list[PodState]:
+        """The observed pods corrected by what is expected."""
+        now = time.monotonic()
+        seen = {p.name: p for p in pods}
+        for name, (pod, deadline) in list(self.created.items()):
+            shown = seen.get(name)
+            if now > deadline or (shown is not None and shown.attempt == pod.attempt):
+                del self.created[name]
+        for name, (uid, deadline) in list(self.deleted.items()):
+            shown = seen.get(name)
+            if now > deadline or shown is None or shown.uid != uid or shown.deleting:
+                del self.deleted[name]
+        out = [dataclasses.replace(p, deleting=True) if p.name in self.deleted else p for p in pods]
+        return out + [pod for name, (pod, _) in self.created.items() if name not in seen]

@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from torchyard.operator.api import Job
-from torchyard.operator.command import work_dir_path
-from torchyard.operator.render_slurm import render_slurm
-from torchyard.operator.slurm_client import SlurmClient, SlurmError
-from torchyard.operator.slurm_state import Observation, job_phase
+from torchyard.operator.api.spec import Job
+from torchyard.operator.launch.command import work_dir_path
+from torchyard.operator.slurm.client import SlurmClient, SlurmError
+from torchyard.operator.slurm.observe import Observation, job_phase
+from torchyard.operator.slurm.render import render_slurm
 
 RECORD = "torchyard-slurm.json"
 SCRIPT = "torchyard.sbatch"
@@ -129,7 +129,7 @@ def find_record(
     cwd = Path(cwd or Path.cwd())
     path = cwd / target
     if target.endswith((".yaml", ".yml")) and path.is_file():
-        from torchyard.operator.jobfile import load_jobs
+        from torchyard.operator.api.jobfile import load_jobs
 
         jobs = load_jobs(path)
         return next((r for r in (read_record(cwd / work_dir_path(j)) for j in jobs) if r), None)

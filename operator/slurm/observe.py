@@ -13,32 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from torchyard.operator.api import Phase
-
-# Condition reasons (CamelCase constants, as on the pod path).
-SUBMITTED = "Submitted"
-WAITING_FOR_RESOURCES = "WaitingForResources"
-QUEUED = "Queued"
-UNSCHEDULABLE = "Unschedulable"
-REQUEUED = "Requeued"
-RUNNING = "Running"
-COMPLETED = "Completed"
-FAILED = "Failed"
-CANCELLED = "Cancelled"
-TIME_LIMIT = "TimeLimit"
-PREEMPTED = "Preempted"
-NODE_FAILURE = "NodeFailure"
-OUT_OF_MEMORY = "OutOfMemory"
-SUSPENDED = "Suspended"
-UNKNOWN = "Unknown"
-
-# Condition types, as on the pod path.
-CONDITION_CREATED = "Created"
-CONDITION_RUNNING = "Running"
-CONDITION_RESTARTING = "Restarting"
-CONDITION_SUCCEEDED = "Succeeded"
-CONDITION_FAILED = "Failed"
-CONDITION_SUSPENDED = "Suspended"
+from torchyard.operator.api import conditions as c
+from torchyard.operator.api.spec import Phase
 
 # Finished states: the job will not run again (a requeue shows as PENDING/REQUEUED, not as these).
 TERMINAL_STATES = frozenset(
@@ -58,30 +34,30 @@ TERMINAL_STATES = frozenset(
 )
 # state -> (phase, condition type, reason)
 _STATES: dict[str, tuple[Phase, str, str]] = {
-    "PENDING": (Phase.PENDING, CONDITION_CREATED, QUEUED),
-    "CONFIGURING": (Phase.RUNNING, CONDITION_RUNNING, RUNNING),
-    "RUNNING": (Phase.RUNNING, CONDITION_RUNNING, RUNNING),
-    "COMPLETING": (Phase.RUNNING, CONDITION_RUNNING, RUNNING),
-    "SIGNALING": (Phase.RUNNING, CONDITION_RUNNING, RUNNING),
-    "STAGE_OUT": (Phase.RUNNING, CONDITION_RUNNING, RUNNING),
-    "RESIZING": (Phase.RUNNING, CONDITION_RUNNING, RUNNING),
-    "REQUEUED": (Phase.RESTARTING, CONDITION_RESTARTING, REQUEUED),
-    "REQUEUE_FED": (Phase.RESTARTING, CONDITION_RESTARTING, REQUEUED),
-    "REQUEUE_HOLD": (Phase.RESTARTING, CONDITION_RESTARTING, REQUEUED),
-    "RESV_DEL_HOLD": (Phase.PENDING, CONDITION_CREATED, QUEUED),
-    "SUSPENDED": (Phase.SUSPENDED, CONDITION_SUSPENDED, SUSPENDED),
-    "STOPPED": (Phase.SUSPENDED, CONDITION_SUSPENDED, SUSPENDED),
-    "COMPLETED": (Phase.SUCCEEDED, CONDITION_SUCCEEDED, COMPLETED),
-    "FAILED": (Phase.FAILED, CONDITION_FAILED, FAILED),
-    "CANCELLED": (Phase.FAILED, CONDITION_FAILED, CANCELLED),
-    "TIMEOUT": (Phase.FAILED, CONDITION_FAILED, TIME_LIMIT),
-    "DEADLINE": (Phase.FAILED, CONDITION_FAILED, TIME_LIMIT),
-    "PREEMPTED": (Phase.FAILED, CONDITION_FAILED, PREEMPTED),
-    "NODE_FAIL": (Phase.FAILED, CONDITION_FAILED, NODE_FAILURE),
-    "BOOT_FAIL": (Phase.FAILED, CONDITION_FAILED, NODE_FAILURE),
-    "OUT_OF_MEMORY": (Phase.FAILED, CONDITION_FAILED, OUT_OF_MEMORY),
-    "REVOKED": (Phase.FAILED, CONDITION_FAILED, CANCELLED),
-    "SPECIAL_EXIT": (Phase.FAILED, CONDITION_FAILED, FAILED),
+    "PENDING": (Phase.PENDING, c.CREATED, c.QUEUED),
+    "CONFIGURING": (Phase.RUNNING, c.RUNNING, c.SLURM_RUNNING),
+    "RUNNING": (Phase.RUNNING, c.RUNNING, c.SLURM_RUNNING),
+    "COMPLETING": (Phase.RUNNING, c.RUNNING, c.SLURM_RUNNING),
+    "SIGNALING": (Phase.RUNNING, c.RUNNING, c.SLURM_RUNNING),
+    "STAGE_OUT": (Phase.RUNNING, c.RUNNING, c.SLURM_RUNNING),
+    "RESIZING": (Phase.RUNNING, c.RUNNING, c.SLURM_RUNNING),
+    "REQUEUED": (Phase.RESTARTING, c.RESTARTING, c.REQUEUED),
+    "REQUEUE_FED": (Phase.RESTARTING, c.RESTARTING, c.REQUEUED),
+    "REQUEUE_HOLD": (Phase.RESTARTING, c.RESTARTING, c.REQUEUED),
+    "RESV_DEL_HOLD": (Phase.PENDING, c.CREATED, c.QUEUED),
+    "SUSPENDED": (Phase.SUSPENDED, c.SUSPENDED, c.SLURM_SUSPENDED),
+    "STOPPED": (Phase.SUSPENDED, c.SUSPENDED, c.SLURM_SUSPENDED),
+    "COMPLETED": (Phase.SUCCEEDED, c.SUCCEEDED, c.COMPLETED),
+    "FAILED": (Phase.FAILED, c.FAILED, c.SLURM_FAILED),
+    "CANCELLED": (Phase.FAILED, c.FAILED, c.CANCELLED),
+    "TIMEOUT": (Phase.FAILED, c.FAILED, c.TIME_LIMIT),
+    "DEADLINE": (Phase.FAILED, c.FAILED, c.TIME_LIMIT),
+    "PREEMPTED": (Phase.FAILED, c.FAILED, c.PREEMPTED),
+    "NODE_FAIL": (Phase.FAILED, c.FAILED, c.NODE_FAILURE),
+    "BOOT_FAIL": (Phase.FAILED, c.FAILED, c.NODE_FAILURE),
+    "OUT_OF_MEMORY": (Phase.FAILED, c.FAILED, c.OUT_OF_MEMORY),
+    "REVOKED": (Phase.FAILED, c.FAILED, c.CANCELLED),
+    "SPECIAL_EXIT": (Phase.FAILED, c.FAILED, c.SLURM_FAILED),
 }
 # Pending reasons meaning "busy, wait": shown as such, never as a hang.
 BUSY_REASONS = frozenset({"Resources", "Priority", "Dependency", "BeginTime", "None", "JobArrayTaskLimit"})
@@ -142,26 +118,26 @@ def job_phase(info: dict[str, str]) -> Observation:
     restarts = int(info.get("Restarts", "0") or 0)
     job = f"Slurm job {info.get('JobId', '?')}"
     if state not in _STATES:
-        return Observation(Phase.PENDING, CONDITION_CREATED, UNKNOWN, f"{job} is in state {state or '?'}")
+        return Observation(Phase.PENDING, c.CREATED, c.UNKNOWN, f"{job} is in state {state or '?'}")
     phase, condition, constant = _STATES[state]
     if state == "PENDING":
         if reason in UNSATISFIABLE_REASONS:
             return Observation(
                 Phase.PENDING,
-                CONDITION_CREATED,
-                UNSCHEDULABLE,
+                c.CREATED,
+                c.UNSCHEDULABLE,
                 f"{job} cannot start ({reason}): it asks for {UNSATISFIABLE_REASONS[reason]}; "
                 "fix the spec, cancel the job and submit again",
                 unsatisfiable=True,
             )
         if restarts:
-            phase, condition, constant = Phase.RESTARTING, CONDITION_RESTARTING, REQUEUED
+            phase, condition, constant = Phase.RESTARTING, c.RESTARTING, c.REQUEUED
             return Observation(
                 phase, condition, constant, f"{job} was requeued ({restarts}x) and waits to start ({reason})"
             )
         if reason == "Resources":
             return Observation(
-                phase, condition, WAITING_FOR_RESOURCES, f"{job} waits for free nodes (Reason=Resources)"
+                phase, condition, c.WAITING_FOR_RESOURCES, f"{job} waits for free nodes (Reason=Resources)"
             )
         return Observation(phase, condition, constant, f"{job} is queued (Reason={reason})")
     exit_code = info.get("ExitCode", "")

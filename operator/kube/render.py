@@ -12,19 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 from torchyard.contract.ports import DEFAULT_MASTER_PORT
-from torchyard.operator.api import GPU_RESOURCE, NODE_INFIX, Job, TestJob, TrainJob
-from torchyard.operator.command import (
+from torchyard.operator.api.spec import GPU_RESOURCE, NODE_INFIX, Job, TrainJob
+from torchyard.operator.launch.command import (
     RenderError,
     check_train_job,
-    node_command,
-    program_args,
-    test_checkpoint,
+    node_program,
     torchrun_options,
 )
 
 LABEL_JOB = "torchyard.dev/job-name"
 LABEL_RANK = "torchyard.dev/node-rank"
 LABEL_KIND = "torchyard.dev/kind"
+LABEL_ATTEMPT = "torchyard.dev/attempt"  # the job's `restarts` when the pod was created
 # Kueue plain-pod groups (kueue.sigs.k8s.io/docs/tasks/run/plain_pods): every pod of the group carries the
 # queue and group labels and the total-count annotation; Kueue admits the group as one Workload. The group
 # is the job: pods the operator recreates on a restart rejoin it as Kueue's documented replacement pods.
@@ -81,15 +80,11 @@ def render_pod(job: Job, rank: int, train_mount: dict | None = None) -> dict[str
     if spec.queue_name:
         labels |= {KUEUE_QUEUE: spec.queue_name, KUEUE_GROUP: job.metadata.name}
         annotations[KUEUE_TOTAL] = str(spec.nodes)
-    work_dir = spec.work_dir.mount_path
-    checkpoint = None
-    if isinstance(job, TestJob):
-        checkpoint = test_checkpoint(job, train_mount["mountPath"] if train_mount else None)
-    torchrun = [
+    command = [
         "torchrun",
         *torchrun_options(spec.nodes, rank, spec.nproc_per_node, master_addr(job), master_port(job)),
+        *node_program(job, spec.work_dir.mount_path, train_mount and train_mount["mountPath"]),
     ]
-    command = node_command(torchrun, program_args(job, work_dir, checkpoint))
     pod_spec: dict[str, Any] = {
         "hostname": pod_name(job, rank),
         "subdomain": job.metadata.name,
@@ -134,24 +129,24 @@ def render_pod(job: Job, rank: int, train_mount: dict | None = None) -> dict[str
 
 
 def _train_work_dir_mount(job: Job, train_job: TrainJob | None) -> dict | None:
-    if not isinstance(job, TestJob) or job.spec.from_train_job is None or job.spec.command is not None:
-        return None
-    ref = job.spec.from_train_job
     train_job = check_train_job(job, train_job)
+    if train_job is None:
+        return None
+    name = train_job.metadata.name
     train_dir = train_job.spec.work_dir
     if train_dir.claim_name is None:
         raise RenderError(
-            f"spec.fromTrainJob: TrainJob {ref.name!r} has no workDir.claimName, so its "
+            f"spec.fromTrainJob: TrainJob {name!r} has no workDir.claimName, so its "
             "checkpoints were lost with its pods; give it a PersistentVolumeClaim"
         )
     if train_dir.mount_path == job.spec.work_dir.mount_path:
         raise RenderError(
-            f"spec.workDir.mountPath: {train_dir.mount_path} is where TrainJob {ref.name!r}'s work "
+            f"spec.workDir.mountPath: {train_dir.mount_path} is where TrainJob {name!r}'s work "
             "dir is mounted (its checkpoint pointers hold paths under it); choose another path"
         )
     return {
         "claimName": train_dir.claim_name,
-        "subPath": train_dir.sub_path or train_job.metadata.name,
+        "subPath": train_dir.sub_path or name,
         "mountPath": train_dir.mount_path,
     }
 

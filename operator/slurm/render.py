@@ -22,14 +22,13 @@ import shlex
 
 from torchyard.contract.ports import slurm_port_shell
 from torchyard.contract.termination import NOT_RETRYABLE_MARK, PATH_VARIABLE
-from torchyard.operator.api import Job, TestJob, TrainJob
-from torchyard.operator.command import (
+from torchyard.operator.api.quantity import parse_quantity
+from torchyard.operator.api.spec import Job, TrainJob
+from torchyard.operator.launch.command import (
     check_train_job,
-    program_args,
-    test_checkpoint,
+    node_program,
     work_dir_path,
 )
-from torchyard.operator.quantity import parse_quantity
 
 _WORK_DIR = "@torchyard-work-dir@"  # stands for "$work_dir" in argv until _word renders it
 _NODE_ADDR_SED = r"sed -n 's/.*[[:space:]]NodeAddr=\([^[:space:]]*\).*/\1/p'"  # from `scontrol show node -o`
@@ -70,10 +69,8 @@ def sbatch_options(job: Job) -> list[str]:
 def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
     """The sbatch script; `train_job` is needed for a TestJob with fromTrainJob."""
     spec = job.spec
-    train_dir = None
-    if isinstance(job, TestJob) and spec.command is None and spec.from_train_job is not None:
-        train_dir = work_dir_path(check_train_job(job, train_job))
-    checkpoint = test_checkpoint(job, train_dir) if isinstance(job, TestJob) else None
+    train_job = check_train_job(job, train_job)
+    program = node_program(job, _WORK_DIR, train_job and work_dir_path(train_job))
     derived = f"${{MASTER_PORT:-{slurm_port_shell()}}}"
     port = str(spec.master_port) if spec.master_port else f'"{derived}"'
     lines = ["#!/bin/bash", *(f"#SBATCH {option}" for option in sbatch_options(job))]
@@ -103,7 +100,6 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
         "export MASTER_ADDR MASTER_PORT",
         'echo "torchyard: job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, master $MASTER_ADDR:$MASTER_PORT" >&2',
     ]
-    program = program_args(job, _WORK_DIR, checkpoint)
     lines += [
         "",
         "torchrun_args=(",

@@ -22,12 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torchyard.contract.termination import PATH_VARIABLE, Termination, retryable
-from torchyard.operator.api import Job, TestJob, TrainJob
-from torchyard.operator.command import (
+from torchyard.operator.api.spec import Job, TrainJob
+from torchyard.operator.launch.command import (
     check_train_job,
-    node_command,
-    program_args,
-    test_checkpoint,
+    node_program,
     torchrun_options,
     work_dir_path,
 )
@@ -54,13 +52,8 @@ def local_commands(
 ) -> list[NodeProcess]:
     """The argv and env of every node of `job` on this machine (pure)."""
     spec = job.spec
-    checkpoint = None
-    if isinstance(job, TestJob):
-        train_dir = None
-        if spec.command is None and spec.from_train_job is not None:
-            train_dir = work_dir_path(check_train_job(job, train_job))
-        checkpoint = test_checkpoint(job, train_dir)
-    program = program_args(job, work_dir_path(job), checkpoint)
+    train_job = check_train_job(job, train_job)
+    program = node_program(job, work_dir_path(job), train_job and work_dir_path(train_job))
     nodes = []
     for rank in range(spec.nodes):
         values = {
@@ -72,7 +65,7 @@ def local_commands(
         }
         env = values | {f"PET_{name}": value for name, value in values.items()} | {"PYTHONUNBUFFERED": "1"}
         options = torchrun_options(spec.nodes, rank, spec.nproc_per_node, LOCALHOST, port)
-        nodes.append(NodeProcess(node_command([torchrun, *options], program), env))
+        nodes.append(NodeProcess([torchrun, *options, *program], env))
     return nodes
 
 

@@ -17,93 +17,40 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
-from torchyard.operator import status as st
-from torchyard.operator.api import Job, Phase, TestJob, TrainJob
-from torchyard.operator.command import RenderError
-from torchyard.operator.render_k8s import render_k8s
-from torchyard.operator.status import PodState
+from torchyard.operator.api import conditions as st
+from torchyard.operator.api.spec import Job, Phase, TestJob, TrainJob
+from torchyard.operator.control.decide import (
+    Decision,
+    Stage,
+    StatusBuilder,
+    expire,
+    lifecycle,
+    may_start,
+    parse_time,
+)
+from torchyard.operator.kube.observe import PodState
+from torchyard.operator.kube.render import LABEL_ATTEMPT, render_k8s
+from torchyard.operator.launch.command import RenderError
 
-TERMINAL = (Phase.SUCCEEDED.value, Phase.FAILED.value)
 # A node that dies without a word (SIGKILL, OOM) leaves no termination message; the others usually fail
 # right after and rank 0 reports why. Wait this long for that report before deciding whether to retry.
 REPORT_GRACE_SECONDS = 10.0
 # How long after its deletionTimestamp (which already includes the grace period) an old pod may linger
 # before the job says it is stuck: a kubelet confirms a deletion within seconds when its node is up.
 TERMINATING_WAIT_SECONDS = 120.0
-WAIT_FOR_TRAIN_JOB_SECONDS = 5.0
 
 
 @dataclass
-class Decision:
-    status: dict[str, Any]
+class PodDecision(Decision):
     create: list[dict[str, Any]] = field(default_factory=list)  # manifests, not yet adopted
     delete: list[str] = field(default_factory=list)  # pod names
-    delete_job: bool = False
-    events: list[tuple[str, str, str]] = field(default_factory=list)  # (Normal|Warning, reason, message)
-    requeue: float | None = None  # seconds until the next look, even without any event
-
-
-def rfc3339(now: datetime.datetime) -> str:
-    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-class StatusBuilder:
-    """Status edits of one decision, every condition stamped with the same `now` (shared by both backends)."""
-
-    def __init__(self, decision: Any, now: datetime.datetime) -> None:
-        self.now, self.stamp = now, rfc3339(now)
-        self.d = decision
-        self.d.status = {**decision.status, "conditions": list(decision.status.get("conditions") or [])}
-
-    @property
-    def status(self) -> dict[str, Any]:
-        return self.d.status
-
-    def cond(self, type_: str, value: str, reason: str, message: str) -> None:
-        self.status["conditions"] = st.set_condition(
-            self.status["conditions"], type_, value, reason, message, self.stamp
-        )
-
-    def clear(self, type_: str, reason: str, message: str = "") -> None:
-        self.status["conditions"] = st.clear_condition(
-            self.status["conditions"], type_, reason, message, self.stamp
-        )
-
-    def phase(self, phase: Phase, reason: str, message: str, warning: bool = False) -> None:
-        if self.status.get("phase") != phase.value:
-            self.d.events.append(("Warning" if warning else "Normal", reason, message))
-        self.status["phase"] = phase.value
-
-    def warn_on_change(self, type_: str, value: str, reason: str, message: str) -> None:
-        """Set a condition, with a Warning event when its reason or message is new."""
-        before = st.condition(self.status["conditions"], type_) or {}
-        if (before.get("status"), before.get("reason"), before.get("message")) != (value, reason, message):
-            self.d.events.append(("Warning", reason, message))
-        self.cond(type_, value, reason, message)
-
-    def mark_failed(self, reason: str, message: str) -> None:
-        self.cond(st.FAILED, "True", reason, message)
-        self.clear(st.RUNNING, reason, message)
-        self.clear(st.RESTARTING, reason, message)
-        self.status["completionTime"] = self.stamp
-        self.phase(Phase.FAILED, reason, message, warning=True)
 
 
 class _Builder(StatusBuilder):
     """Accumulates one pod-path decision: status edits, pods to create or delete, events."""
 
     def __init__(self, status: dict[str, Any], now: datetime.datetime) -> None:
-        super().__init__(Decision(status=status), now)
-
-    def requeue(self, seconds: float) -> None:
-        seconds = max(0.0, seconds)
-        self.d.requeue = seconds if self.d.requeue is None else min(self.d.requeue, seconds)
+        super().__init__(PodDecision(status=status), now)
 
     def stop(self, pods: list[PodState]) -> None:
         self.d.delete += [p.name for p in pods if p.active and not p.deleting and p.name not in self.d.delete]
@@ -125,42 +72,19 @@ def decide(
     train_job: TrainJob | None = None,
     train_status: dict[str, Any] | None = None,
     report_grace: float = REPORT_GRACE_SECONDS,
-) -> Decision:
+) -> PodDecision:
     """What to do next for `job`; `train_job`/`train_status`: the TrainJob a TestJob's fromTrainJob names."""
     b = _Builder(status, now)
-    b.status.setdefault("phase", Phase.PENDING.value)
-    b.status.setdefault("restarts", 0)
     spec = job.spec
-    if b.status["phase"] in TERMINAL:
-        _finished(b, job, pods)
-        return b.d
-    if spec.suspend:
-        b.remove(pods)
-        message = "spec.suspend is true: pods stopped; set it to false to resume from the last checkpoint"
-        b.cond(st.SUSPENDED, "True", st.JOB_SUSPENDED, message)
-        b.clear(st.RUNNING, st.JOB_SUSPENDED, message)
-        b.status["startTime"] = None  # as for Kubernetes Jobs, activeDeadlineSeconds restarts on resume
-        b.phase(Phase.SUSPENDED, st.JOB_SUSPENDED, message)
-        _count(b, [p for p in pods if p.attempt == b.status["restarts"]])
-        return b.d
-    if b.status["phase"] == Phase.SUSPENDED.value:
-        message = "spec.suspend is false: starting again from the last checkpoint"
-        b.cond(st.SUSPENDED, "False", st.JOB_RESUMED, message)
-        b.phase(Phase.PENDING, st.JOB_RESUMED, message)
-
-    start = parse_time(b.status.get("startTime"))
-    if spec.active_deadline_seconds and start is not None:
-        left = (start - now).total_seconds() + spec.active_deadline_seconds
-        if left <= 0:
-            b.fail(
-                st.DEADLINE_EXCEEDED,
-                f"the job ran longer than activeDeadlineSeconds={spec.active_deadline_seconds}; pods stopped",
-                pods,
-            )
-            return b.d
-        b.requeue(left)
-
+    stage = lifecycle(b, job, stopped="pods stopped")
     attempt = b.status["restarts"]
+    if stage is Stage.SUSPENDED:
+        b.remove(pods)
+        _count(b, [p for p in pods if p.attempt == attempt])
+    if stage is not Stage.RUN:
+        b.stop(pods)  # what still runs; a finished job keeps its exited pods (their logs) until its TTL
+        return b.d
+
     current = {p.rank: p for p in pods if p.attempt == attempt and not p.deleting}
     stale = [p for p in pods if p.attempt != attempt or p.deleting]
     _count(b, list(current.values()))
@@ -185,16 +109,9 @@ def decide(
             return b.d
 
     if all(p.phase == "Succeeded" for p in current.values()) and len(current) == spec.nodes:
-        message = f"all {spec.nodes} node(s) exited 0"
-        metrics = b.status.get("metrics") or {}
-        if metrics:
-            message += "; " + ", ".join(f"{k}={v:g}" for k, v in list(metrics.items())[:4])
-        b.cond(st.SUCCEEDED, "True", st.COMPLETED, message)
-        b.clear(st.RUNNING, st.COMPLETED, message)
-        b.clear(st.RESTARTING, st.COMPLETED, message)
-        b.status["completionTime"] = b.stamp
-        b.phase(Phase.SUCCEEDED, st.COMPLETED, message)
-        _finished(b, job, pods)
+        b.mark_succeeded(f"all {spec.nodes} node(s) exited 0")
+        b.stop(pods)
+        expire(b, spec.ttl_seconds_after_finished)
     elif waiting := sorted((p for p in current.values() if p.waiting), key=lambda p: p.rank):
         why = [f"node {p.rank} (pod {p.name}): {p.waiting}: {p.waiting_message}" for p in waiting]
         message = "; ".join(why)
@@ -227,20 +144,6 @@ def _stuck_terminating(b: _Builder, stale: list[PodState]) -> None:
             f"kubectl delete pod --force --grace-period=0 {' '.join(stuck)}"
         )
         b.warn_on_change(st.RESTARTING, "True", st.PODS_STUCK_TERMINATING, message)
-
-
-def _finished(b: _Builder, job: Job, pods: list[PodState]) -> None:
-    """A finished job: stop what still runs, keep exited pods for their logs, delete the job after its TTL."""
-    b.stop(pods)
-    ttl = job.spec.ttl_seconds_after_finished
-    done = parse_time(b.status.get("completionTime"))
-    if ttl is None or done is None:
-        return
-    left = (done - b.now).total_seconds() + ttl
-    if left <= 0:
-        b.d.delete_job = True
-    else:
-        b.requeue(left)
 
 
 def _lost(job: Job, current: dict[int, PodState]) -> list[int]:
@@ -302,24 +205,15 @@ def _create(
     train_status: dict[str, Any] | None,
     partial: bool,
 ) -> None:
-    ref = job.spec.from_train_job if isinstance(job, TestJob) and job.spec.command is None else None
-    if ref is not None:
-        waiting = train_job_problem(ref.name, train_job, train_status)
-        if waiting:
-            failed = (train_status or {}).get("phase") == Phase.FAILED.value
-            if failed:
-                b.fail(st.TRAIN_JOB_FAILED, waiting, [])
-            else:
-                b.cond(st.CREATED, "False", st.WAITING_FOR_TRAIN_JOB, waiting)
-                b.requeue(WAIT_FOR_TRAIN_JOB_SECONDS)
-            return
+    if not may_start(b, job, train_job, train_status):
+        return
     try:
         service, *pods = render_k8s(job, train_job)
     except RenderError as err:
-        b.fail(st.INVALID_SPEC, str(err), [])
+        b.mark_failed(st.INVALID_SPEC, str(err))
         return
     for pod in pods:
-        pod["metadata"]["labels"][st.LABEL_ATTEMPT] = str(attempt)
+        pod["metadata"]["labels"][LABEL_ATTEMPT] = str(attempt)
     b.d.create += ([] if partial else [service]) + [pods[rank] for rank in ranks]
     message = f"created {len(ranks)} pod(s) of attempt {attempt + 1} and the headless Service"
     b.cond(st.CREATED, "True", st.PODS_CREATED, message)
@@ -327,19 +221,6 @@ def _create(
         b.status["startTime"] = b.stamp
     if not partial:
         b.d.events.append(("Normal", st.PODS_CREATED, message))
-
-
-def train_job_problem(name: str, train_job: TrainJob | None, train_status: dict[str, Any] | None) -> str:
-    """Why the TestJob cannot start yet ('' when it can): its TrainJob must exist and have a checkpoint."""
-    if train_job is None:
-        return f"waiting for TrainJob {name!r} (spec.fromTrainJob) to exist in this namespace"
-    train_status = train_status or {}
-    phase = train_status.get("phase", Phase.PENDING.value)
-    if phase == Phase.SUCCEEDED.value or train_status.get("lastCheckpoint"):
-        return ""
-    if phase == Phase.FAILED.value:
-        return f"TrainJob {name!r} failed without a checkpoint to evaluate"
-    return f"waiting for TrainJob {name!r} to succeed or save a checkpoint (it is {phase})"
 
 
 def _count(b: _Builder, current: list[PodState]) -> None:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import yaml
 
-from torchyard.operator.api import Job, TestJob, TrainJob
-from torchyard.operator.crds import render_crds
-from torchyard.operator.jobfile import find_train_job, load_jobs
-from torchyard.operator.local import run_job
-from torchyard.operator.render_k8s import render_k8s
-from torchyard.operator.render_slurm import render_slurm
+from torchyard.operator.api.crds import render_crds
+from torchyard.operator.api.jobfile import find_train_job, load_jobs
+from torchyard.operator.api.spec import Job, TestJob, TrainJob
+from torchyard.operator.kube.render import render_k8s
+from torchyard.operator.launch.local import run_job
+from torchyard.operator.slurm.render import render_slurm
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -28,7 +29,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from torchyard.contract.ports import DEFAULT_MASTER_PORT
-from torchyard.operator.quantity import QUANTITY_PATTERN, parse_quantity
+from torchyard.operator.api.quantity import QUANTITY_PATTERN, parse_quantity
 from torchyard.trainer.config import ConfigError, parse_cfg_options
 
 GROUP = "torchyard.dev"
@@ -384,6 +385,11 @@ class JobSpec(Model):
         """The effective processes per node: procsPerNode, else gpusPerNode, else 1."""
         return self.procs_per_node or self.gpus_per_node or 1
 
+    @property
+    def train_job_name(self) -> str | None:
+        """The TrainJob whose work dir this job needs (a TestJob's fromTrainJob), else None."""
+        return None
+
     @field_validator("cfg_options")
     @classmethod
     def _cfg_options(cls, value: list[str]) -> list[str]:
@@ -497,6 +503,10 @@ class TestJobSpec(JobSpec):
             )
         return self
 
+    @property
+    def train_job_name(self) -> str | None:
+        return self.from_train_job.name if self.from_train_job is not None else None  # never with command
+
     def _trainer_only_fields_set(self) -> list[str]:
         names = super()._trainer_only_fields_set()
         names += ["checkpoint"] if self.checkpoint is not None else []
@@ -606,7 +616,33 @@ class TestJob(Model):
 
 
 Job = TrainJob | TestJob
-KINDS: dict[str, type[TrainJob] | type[TestJob]] = {"TrainJob": TrainJob, "TestJob": TestJob}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One resource kind of the API: its model and the names Kubernetes knows it by."""
+
+    model: type[TrainJob] | type[TestJob]
+    plural: str  # the REST path segment and the CRD's plural name
+    short_name: str  # kubectl get tj
+    columns: tuple[dict[str, str], ...] = ()  # printer columns beyond the common ones
+
+
+KINDS: dict[str, Kind] = {
+    "TrainJob": Kind(TrainJob, "trainjobs", "tj"),
+    "TestJob": Kind(
+        TestJob,
+        "testjobs",
+        "tsj",
+        ({"name": "Metric", "type": "string", "jsonPath": ".status.headlineMetric"},),
+    ),
+}
+
+
+def job_path(kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+    """The REST path of a job, of its collection (no name), or of its subresource (`sub`: status)."""
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{KINDS[kind].plural}"
+    return path + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
 
 
 class SpecError(ValueError):
@@ -633,7 +669,7 @@ def load_job(data: Any, source: str = "") -> Job:
         raise SpecError(
             [("kind", f"{kind!r} is not a torchyard kind; use one of {', '.join(KINDS)}{hint}")], source
         )
-    model = KINDS[kind]
+    model = KINDS[kind].model
     try:
         return model.model_validate(data)
     except ValidationError as err:

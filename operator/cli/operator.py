@@ -8,7 +8,7 @@ Try the operator on the project's own control plane (`make cluster`), in three t
     kubectl apply -f examples/trainjob.yaml
 
 On a Slurm login node, `torchyard operator run --backend slurm --submit-dir DIR` submits the same objects
-through sbatch instead of creating pods (operator/slurm_operator.py).
+through sbatch instead of creating pods (operator/slurm/backend.py).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         choices=("pods", "slurm"),
         default="pods",
         help="pods: run jobs as pods (default); slurm: submit them through sbatch (run this where sbatch "
-        "works; see operator/slurm_operator.py)",
+        "works; see operator/slurm/backend.py)",
     )
     run.add_argument(
         "--submit-dir",
@@ -116,28 +116,29 @@ def register(commands: argparse._SubParsersAction) -> None:
 def operator_run(args: argparse.Namespace) -> int:
     import kopf
 
-    from torchyard.operator.controller import OperatorConfig
-    from torchyard.operator.handlers import build_registry, memo_for
+    from torchyard.operator.control.handlers import build_registry, memo_for
+    from torchyard.operator.control.loop import Backend, OperatorConfig
 
     kopf.configure(
         verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.json_logs else kopf.LogFormat.FULL
     )
     config = OperatorConfig(namespaces=list(args.namespace), metrics_port=args.metrics_port)
     if args.backend == "slurm":
-        from torchyard.operator.slurm_operator import SlurmConfig, build_slurm_registry, slurm_memo
+        from torchyard.operator.slurm.backend import SlurmBackend
 
         if shutil.which("sbatch") is None:
             raise SystemExit(
                 "torchyard operator run --backend slurm: sbatch not found on PATH; run it where Slurm's "
                 "commands work (a login node), or install them (Debian: apt-get install slurm-client)"
             )
-        slurm = SlurmConfig(submit_dir=args.submit_dir.resolve(), poll_seconds=args.poll_seconds)
-        registry, memo = build_slurm_registry(), slurm_memo(config, slurm)
+        backend: Backend = SlurmBackend(submit_dir=args.submit_dir.resolve(), poll_seconds=args.poll_seconds)
     else:
-        registry, memo = build_registry(), memo_for(config)
+        from torchyard.operator.kube.backend import PodBackend
+
+        backend = PodBackend()
     kopf.run(
-        registry=registry,
-        memo=memo,
+        registry=build_registry(backend),
+        memo=memo_for(config, backend),
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         standalone=args.peering is None,
@@ -157,9 +158,9 @@ def dev_cluster(args: argparse.Namespace) -> int:
 async def _dev_cluster(args: argparse.Namespace) -> None:
     import kopf
 
-    from torchyard.operator.devcluster import Runner
-    from torchyard.operator.kube import KubeApi
-    from torchyard.operator.node import NodeHeartbeat, node_manifest, parse_taint
+    from torchyard.operator.control.kubeapi import KubeApi
+    from torchyard.operator.dev.agent import Runner
+    from torchyard.operator.dev.node import NodeHeartbeat, node_manifest, parse_taint
 
     labels = dict(_key_value(item) for item in args.label)
     try:

@@ -19,7 +19,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from torchyard.operator.slurm_state import parse_job_record
+from torchyard.operator.slurm.observe import parse_job_record
 
 DEFAULT_TIMEOUT = 30.0
 _INVALID_JOB = "Invalid job id specified"

@@ -13,7 +13,7 @@ import posixpath
 from dataclasses import dataclass
 
 from torchyard.contract.workdir import POINTERS
-from torchyard.operator.api import Job, TestJob, TrainJob
+from torchyard.operator.api.spec import Job, TestJob, TrainJob
 
 TRAIN_MODULE = "torchyard.trainer.train"
 TEST_MODULE = "torchyard.trainer.test"
@@ -95,14 +95,18 @@ def missing_train_job(name: str) -> str:
     )
 
 
-def check_train_job(job: TestJob, train_job: TrainJob | None) -> TrainJob:
-    """The TrainJob that `job.spec.fromTrainJob` names, or RenderError saying how to supply it."""
-    ref = job.spec.from_train_job
-    if train_job is None or train_job.metadata.name != ref.name:
-        raise RenderError(missing_train_job(ref.name))
+def check_train_job(job: Job, train_job: TrainJob | None) -> TrainJob | None:
+    """The TrainJob whose work dir `job` needs (None: it needs none), or RenderError saying how to pass it."""
+    name = job.spec.train_job_name
+    if name is None:
+        return None
+    if train_job is None or train_job.metadata.name != name:
+        raise RenderError(missing_train_job(name))
     return train_job
 
 
-def node_command(torchrun: list[str], program: list[str]) -> list[str]:
-    """The full argv one node runs: torchrun, its options and the program."""
-    return [*torchrun, *program]
+def node_program(job: Job, work_dir: str, train_work_dir: str | None = None) -> list[str]:
+    """What torchrun starts on every node of every backend, a TestJob's checkpoint resolved;
+    `train_work_dir`: where the work dir of the TrainJob it evaluates is on this backend."""
+    checkpoint = test_checkpoint(job, train_work_dir) if isinstance(job, TestJob) else None
+    return program_args(job, work_dir, checkpoint)

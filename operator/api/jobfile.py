@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from torchyard.operator.api import Job, SpecError, TrainJob, load_job
+from torchyard.operator.api.spec import Job, SpecError, TrainJob, load_job
 
 
 def load_jobs(path: str | Path) -> list[Job]:

@@ -19,10 +19,9 @@ from functools import wraps
 from pathlib import Path
 
 from torchyard.contract import workdir
-from torchyard.operator.api import Job, TestJob
-from torchyard.operator.jobfile import find_train_job, load_jobs
-from torchyard.operator.render_slurm import render_slurm
-from torchyard.operator.slurm_bridge import (
+from torchyard.operator.api.jobfile import find_train_job, load_jobs
+from torchyard.operator.api.spec import Job, TestJob
+from torchyard.operator.slurm.bridge import (
     SCRIPT,
     Record,
     Unschedulable,
@@ -33,8 +32,9 @@ from torchyard.operator.slurm_bridge import (
     submit_job,
     wait_for_job,
 )
-from torchyard.operator.slurm_client import SlurmClient, SlurmError
-from torchyard.operator.slurm_state import Observation, base_state, job_phase
+from torchyard.operator.slurm.client import SlurmClient, SlurmError
+from torchyard.operator.slurm.observe import Observation, base_state, job_phase
+from torchyard.operator.slurm.render import render_slurm
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -1,0 +1,158 @@
+"""The pod backend: each job runs as a headless Service and one pod per node, restarted as a gang.
+
+Its handlers keep an index of the operator's pods by job, filled from the watch (never a server-side label
+selector), and wake a job's loop when one of its pods changes. One step of a job's loop: the pods from the
+index corrected by what this loop created or deleted (observe.Expectations), decide.decide (pure), then
+create and delete what it says. A create the API server refuses shows in the job's status and events;
+the refusal or a name clash with something the job does not own is retried, never overwritten.
+
+    backend = PodBackend()     # control/handlers.build_registry(backend); memo_for(config, backend)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from typing import Any
+
+import kopf
+
+from torchyard.operator.api import conditions as c
+from torchyard.operator.api.spec import TrainJob
+from torchyard.operator.control.decide import rfc3339
+from torchyard.operator.control.kubeapi import ApiError, KubeApi, resource_path
+from torchyard.operator.control.loop import JobKey, JobLoop, OperatorState
+from torchyard.operator.kube import decide
+from torchyard.operator.kube.observe import Expectations, PodState, job_key, pod_state
+from torchyard.operator.kube.render import LABEL_JOB
+
+OPERATOR_PODS = {LABEL_JOB: kopf.PRESENT}
+CONFLICT_RETRY_SECONDS = 10.0
+
+
+class PodBackend:
+    name = "pods"
+    indexes = ("pods_by_job",)
+    errors: tuple[type[Exception], ...] = ()
+    poll_seconds = None  # pod events wake the loop
+
+    def register(self, registry: kopf.OperatorRegistry) -> None:
+        kopf.index("pods", labels=OPERATOR_PODS, registry=registry, id="pods_by_job")(pods_by_job)
+        kopf.on.event("pods", labels=OPERATOR_PODS, registry=registry)(pod_changed)
+
+    def job(self, loop: JobLoop) -> PodJob:
+        return PodJob(loop)
+
+    async def job_deleted(self, state: OperatorState, key: JobKey, body: kopf.Body, **indexes: Any) -> None:
+        """Delete its pods and Service now, so nothing is left running even without garbage collection."""
+        pods = list(indexes["pods_by_job"].get(key, []))
+        await delete_children(state.api, key, pods, body.metadata.uid)
+
+
+def pods_by_job(body: kopf.Body, **_: Any) -> dict[JobKey, PodState] | None:
+    key = job_key(body)
+    return {key: pod_state(body)} if key else None
+
+
+def pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    key = job_key(body)
+    if key is not None:
+        memo.state.wake(key)
+
+
+class PodJob:
+    """One job's pods: what this loop expects of them, and the creates the API server refused."""
+
+    def __init__(self, loop: JobLoop) -> None:
+        self.loop = loop
+        self.expectations = Expectations()
+        self.conflicts: list[str] = []
+        self.refused: list[str] = []
+
+    @property
+    def api(self) -> KubeApi:
+        return self.loop.api
+
+    async def step(
+        self, job: Any, now: datetime.datetime, train_job: TrainJob | None, train_status: dict | None
+    ) -> decide.PodDecision:
+        loop = self.loop
+        observed = [p for p in loop.index("pods_by_job", loop.key) if isinstance(p, PodState)]
+        pods = self.expectations.apply(observed)
+        report_grace = loop.state.config.report_grace
+        decision = decide.decide(job, loop.status, pods, now, train_job, train_status, report_grace)
+        await self._apply(decision, {p.name: p for p in pods})
+        for reason, problems in ((c.CHILD_CONFLICT, self.conflicts), (c.CREATE_REFUSED, self.refused)):
+            if not problems:
+                continue
+            message = "; ".join(problems)
+            before = c.condition(loop.status.get("conditions") or [], c.CREATED) or {}
+            decision.status["conditions"] = c.set_condition(
+                decision.status["conditions"], c.CREATED, "False", reason, message, rfc3339(now)
+            )
+            if (before.get("reason"), before.get("message")) != (reason, message):
+                decision.events.append(("Warning", reason, message))
+            decision.requeue = CONFLICT_RETRY_SECONDS
+        return decision
+
+    async def cleanup(self) -> None:
+        loop = self.loop
+        await delete_children(self.api, loop.key, loop.index("pods_by_job", loop.key), loop.uid)
+
+    async def _apply(self, decision: decide.PodDecision, pods: dict[str, PodState]) -> None:
+        self.conflicts, self.refused = [], []
+        await asyncio.gather(
+            *(self._create(manifest) for manifest in decision.create),
+            *(self._delete(pods[name]) for name in decision.delete if name in pods),
+        )
+
+    async def _create(self, manifest: dict[str, Any]) -> None:
+        loop = self.loop
+        kopf.adopt(manifest, owner=loop.body)
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        path = resource_path("v1", "pods" if kind == "Pod" else "services", loop.namespace)
+        try:
+            await self.api.create(path, manifest)
+        except ApiError as err:
+            if err.status in (429,) or err.status >= 500:
+                raise  # the server's trouble: retried with back-off
+            if err.status != 409:
+                # refused for good until someone acts (quota, PodSecurity, an admission policy, RBAC): the
+                # user must see why in the job's status and events, not only in the operator's log
+                self.refused.append(f"{kind} {name} was refused: {err}")
+                return
+            existing = await self.api.get(f"{path}/{name}")
+            owners = existing.get("metadata", {}).get("ownerReferences") or []
+            if not any(o.get("uid") == loop.uid for o in owners):
+                self.conflicts.append(
+                    f"{kind} {name} already exists and does not belong to {loop.kind} {loop.name}; "
+                    "delete it or rename the job"
+                )
+                return
+        if kind == "Pod":
+            self.expectations.expect_created(pod_state(manifest))
+
+    async def _delete(self, pod: PodState) -> None:
+        await self.api.delete(resource_path("v1", "pods", self.loop.namespace, pod.name))
+        self.expectations.expect_deleted(pod)
+
+
+async def delete_children(api: KubeApi, key: JobKey, pods: list[PodState], owner_uid: str | None) -> None:
+    """Delete a job's pods (from the index) and its Service (if the job owns it)."""
+    namespace, _, name = key
+    await asyncio.gather(
+        *(api.delete(resource_path("v1", "pods", namespace, pod.name)) for pod in pods if not pod.deleting),
+        _delete_owned(api, resource_path("v1", "services", namespace, name), owner_uid),
+    )
+
+
+async def _delete_owned(api: KubeApi, path: str, owner_uid: str | None) -> None:
+    try:
+        existing = await api.get(path)
+    except ApiError as err:
+        if err.status == 404:
+            return
+        raise
+    owners = existing.get("metadata", {}).get("ownerReferences") or []
+    if any(owner.get("uid") == owner_uid for owner in owners):
+        await api.delete(path)
