@@ -40,6 +40,6 @@ def slurm_cluster():
 
 def pytest_sessionfinish(session, exitstatus):
     """Stop the real control plane if this session started it (tests/operator/operator_harness.py)."""
-    harness = sys.modules.get("operator_harness")
+    harness = sys.modules.get(f"{__package__}.operator.operator_harness")
     if harness is not None:
         harness.stop_control_plane()

@@ -6,18 +6,13 @@ manifests `helm template` produces.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-HERE = Path(__file__).parent
-# helpers import by module name: this folder's, and the operator tests' scenario harness (test_rbac)
-sys.path[:0] = [str(HERE), str(HERE.parent / "operator")]
-
-from chart_helpers import CHART, NAMESPACE, RELEASE, ensure_tools, run_helm, values_file  # noqa: E402
+from .chart_helpers import CHART, NAMESPACE, RELEASE, ensure_tools, run_helm, values_file
 
 
 @pytest.fixture(scope="session")

@@ -14,10 +14,11 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from chart_helpers import CASES, CHART, NAMESPACE, REPO, find, one, run_helm, served, values_file
 
 from torchyard.operator.cli.main import build_parser
 from torchyard.operator.control.metrics import Metrics
+
+from .chart_helpers import CASES, CHART, NAMESPACE, REPO, find, one, run_helm, served, values_file
 
 KUBERNETES_VERSION = "1.34.0"  # validated against this version's OpenAPI schemas (kubectl of `make tools`)
 FULLNAME = "ty-torchyard"
@@ -350,9 +351,3 @@ def test_the_pods_run_non_root_on_a_read_only_root_filesystem(render):
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == 10001
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
-
-
-def test_makefile_targets_exist():
-    makefile = (REPO / "Makefile").read_text()
-    for target in ("tools:", "chart-crds:", "images:", "test: install system-deps tools"):
-        assert target in makefile, target

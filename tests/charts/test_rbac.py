@@ -29,14 +29,22 @@ from typing import Any
 import kopf
 import pytest
 import yaml
-from chart_helpers import CHART, find, one, run_helm, values_file
-from chart_helpers import NAMESPACE as RELEASE_NAMESPACE
-from operator_harness import Cluster, operator_token, running_cluster, running_kopf, termination, train_job
 
 from torchyard.operator.control.handlers import build_registry, memo_for
 from torchyard.operator.control.kubeapi import ApiError, KubeApi, resource_path
 from torchyard.operator.control.loop import OperatorConfig
 from torchyard.operator.kube.backend import PodBackend
+
+from ..operator.operator_harness import (
+    Cluster,
+    operator_token,
+    running_cluster,
+    running_kopf,
+    termination,
+    train_job,
+)
+from .chart_helpers import CHART, find, one, run_helm, values_file
+from .chart_helpers import NAMESPACE as RELEASE_NAMESPACE
 
 NODES = ["digits-mlp-node-0", "digits-mlp-node-1"]
 Call = tuple[str, str, str, str | None]  # (API group, resource[/subresource], verb, namespace or None)

@@ -1,4 +1,4 @@
-"""Fault hooks for real runs, on top of tests/trainer/test_runner.py's FAULT_HOOKS (KillAt, DieWhileSaving).
+"""Fault hooks for real runs, on top of runner_helpers.FAULT_HOOKS (tests/trainer: KillAt, DieWhileSaving).
 
 `module_text()` is written as `fault_hooks.py` beside a config that lists it in `custom_imports`;
 `job_folder()` lays out a folder to run the examples' TrainJob from, with or without a rank killed once.
@@ -10,7 +10,8 @@ import textwrap
 from pathlib import Path
 
 import yaml
-from test_runner import FAULT_HOOKS
+
+from ..trainer.runner_helpers import FAULT_HOOKS
 
 EXTRA_HOOKS = textwrap.dedent('''
     import os, signal

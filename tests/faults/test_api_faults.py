@@ -27,11 +27,12 @@ import aiohttp.web_server
 import attrs
 import kmock
 import pytest
-from emulator import Emulator
-from emulator_harness import NS, Cluster, running_operator
-from operator_harness import REPO, termination, train_job
-from operator_harness import running_cluster as real_cluster
-from operator_harness import running_operator as real_operator
+
+from ..operator.emulator import Emulator
+from ..operator.emulator_harness import NS, Cluster, running_operator
+from ..operator.operator_harness import REPO, termination, train_job
+from ..operator.operator_harness import running_cluster as real_cluster
+from ..operator.operator_harness import running_operator as real_operator
 
 pytestmark = pytest.mark.asyncio
 NODES = ["digits-mlp-node-0", "digits-mlp-node-1"]

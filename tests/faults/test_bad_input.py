@@ -24,13 +24,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from operator_harness import running_cluster, running_operator
-from test_api import CORPUS, _walk
 
 from torchyard.contract import exitcodes
 from torchyard.operator.cli.main import main as torchyard
 from torchyard.trainer.test import main as torchyard_test
 from torchyard.trainer.train import main as torchyard_train
+
+from ..operator.api.corpus import CORPUS, walk
+from ..operator.operator_harness import running_cluster, running_operator
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -58,10 +59,10 @@ def corpus_job(case: dict) -> dict:
     data = copy.deepcopy(BASES[case.get("kind", "TrainJob")])
     for dotted in case.get("delete", []):
         *parents, last = dotted.split(".")
-        _walk(data, parents).pop(last)
+        walk(data, parents).pop(last)
     for dotted, value in case.get("set", {}).items():
         *parents, last = dotted.split(".")
-        _walk(data, parents)[last] = value
+        walk(data, parents)[last] = value
     return data
 
 

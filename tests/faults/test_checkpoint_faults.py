@@ -19,10 +19,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from faults_helpers import module_text
-from test_runner import assert_same_training_state, final_state, make_cfg, run_trainer, write_config
 
 from torchyard.contract import exitcodes
+
+from ..trainer.runner_helpers import (
+    assert_same_training_state,
+    final_state,
+    make_cfg,
+    run_trainer,
+    write_config,
+)
+from .faults_helpers import module_text
 
 
 def _cfg(work_dir: Path, max_iters: int = 30, hooks: list | None = None) -> dict:

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from faults_helpers import module_text
-from test_devcluster import REPO, TORCHYARD, DevCluster, _example
-from test_runner import assert_same_training_state, final_state
+
+from ..operator.dev.agent_harness import REPO, TORCHYARD, DevCluster, example
+from ..trainer.runner_helpers import assert_same_training_state, final_state
+from .faults_helpers import module_text
 
 EPOCHS, ITERS_PER_EPOCH = 4, 23  # configs/digits_mlp.py on 2 nodes x 1 process
 PACE = 0.3  # seconds of sleep per iteration, so that the two jobs overlap for sure (no effect on weights)
@@ -32,7 +33,7 @@ KILL_AT = random.Random(7).randint(ITERS_PER_EPOCH + 1, 3 * ITERS_PER_EPOCH - 1)
 
 
 def _spec(name: str, config: str) -> dict:
-    job = _example(
+    job = example(
         config=config, cfgOptions=["optim_wrapper.optimizer.lr=0.05", f"train_cfg.max_epochs={EPOCHS}"]
     )
     job["metadata"]["name"] = name

@@ -14,8 +14,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from faults_helpers import job_folder, module_text
-from test_runner import assert_same_training_state, final_state, make_cfg, run_trainer, write_config
+
+from ..trainer.runner_helpers import (
+    assert_same_training_state,
+    final_state,
+    make_cfg,
+    run_trainer,
+    write_config,
+)
+from .faults_helpers import job_folder, module_text
 
 MAX_ITERS, CKPT_EVERY, VAL_EVERY = 40, 8, 20
 

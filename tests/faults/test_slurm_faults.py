@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from faults_helpers import job_folder
-from test_runner import assert_same_training_state, final_state
+
+from ..trainer.runner_helpers import assert_same_training_state, final_state
+from .faults_helpers import job_folder
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 TORCHYARD = str(Path(sys.executable).with_name("torchyard"))

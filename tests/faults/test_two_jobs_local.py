@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 import yaml
-from test_devcluster import REPO, TORCHYARD, _example
+
+from ..operator.dev.agent_harness import REPO, TORCHYARD, example
 
 
 def _span(log: str) -> tuple[str, str]:
@@ -22,7 +23,7 @@ def _span(log: str) -> tuple[str, str]:
 def test_two_two_node_jobs_at_once_pick_distinct_ports_and_both_succeed(tmp_path):
     procs, logs = {}, {}
     for name in ("first", "second"):
-        job = _example(cfgOptions=["train_cfg.max_epochs=3"], workDir={"path": str(tmp_path / name)})
+        job = example(cfgOptions=["train_cfg.max_epochs=3"], workDir={"path": str(tmp_path / name)})
         job["metadata"]["name"] = name
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(job))
         logs[name] = open(tmp_path / f"{name}.log", "w+")  # noqa: SIM115

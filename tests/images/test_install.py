@@ -15,24 +15,31 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CONTEXT = ["pyproject.toml", "README.md", "operator", "trainer", "images"]  # what the build stages COPY
 
 pytestmark = pytest.mark.e2e
 
 
-def build_context(tmp: Path) -> Path:
+def build_stage_sources(image: str) -> list[str]:
+    """What the image's build stage COPYs from the context, read from its Dockerfile."""
+    text = (REPO / "images" / image / "Dockerfile").read_text()
+    stage = text.split("\nFROM ")[1]  # the first stage, up to the runtime stage's FROM
+    return [src for line in re.findall(r"^COPY (.+) \S+$", stage, re.M) for src in line.split()]
+
+
+def build_context(image: str, tmp: Path) -> Path:
     src = tmp / "src"
-    for name in CONTEXT:
+    for name in build_stage_sources(image):
+        target = src / name.rstrip("/")
         if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(REPO / name, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
-            src.mkdir(parents=True, exist_ok=True)
-            shutil.copy(REPO / name, src / name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / name, target)
     return src
 
 
 def install(image: str, tmp: Path) -> Path:
-    src, venv = build_context(tmp), tmp / "venv"
+    src, venv = build_context(image, tmp), tmp / "venv"
     env = {**os.environ, "PYTHON": sys.executable, "TORCH_INDEX_URL": ""}  # torch: this machine's pip index
     env.pop("VIRTUAL_ENV", None)
     result = subprocess.run([str(src / "images" / image / "install.sh"), str(venv), str(src)],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ import pytest
 from torchyard.operator.api.spec import load_job
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(__file__).parent))  # test helpers (operator_harness) import by module name
 GOLDEN = Path(__file__).parent / "golden"
 
 TRAIN = {

@@ -17,13 +17,14 @@ from typing import Any
 
 import kmock
 import kopf
-from emulator import Emulator, now_rfc3339
-from operator_harness import JobsView, running_kopf
 
 from torchyard.operator.control.handlers import build_registry, memo_for
 from torchyard.operator.control.kubeapi import ApiError, KubeApi, resource_path
 from torchyard.operator.control.loop import OperatorConfig
 from torchyard.operator.kube.backend import PodBackend
+
+from .emulator import Emulator, now_rfc3339
+from .operator_harness import JobsView, running_kopf
 
 NS = "default"
 PODS = resource_path("v1", "pods", NS)

@@ -144,7 +144,9 @@ def test_iter_interval_that_is_a_multiple_of_accumulative_counts_is_fine() -> No
 
 
 def test_epoch_interval_is_not_checked_against_accumulative_counts() -> None:
-    started(CheckpointHook(interval=3), by_epoch=True, accumulative_counts=4)
+    runner = started(CheckpointHook(interval=3), by_epoch=True, accumulative_counts=4)
+
+    assert run_epochs(runner) == ["epoch_3.pth", "epoch_5.pth"]  # an epoch's end flushes the window
 
 
 # ---- best checkpoint ---------------------------------------------------------------------------------

@@ -17,16 +17,17 @@ from typing import Any
 
 import kopf
 import pytest
-from operator_harness import Cluster, running_cluster, running_kopf, train_job
 
 from torchyard.operator.api.spec import job_path
 from torchyard.operator.control.handlers import build_registry, memo_for
 from torchyard.operator.control.loop import OperatorConfig
 from torchyard.operator.slurm.backend import ANNOTATION, SlurmBackend
 
+from ..operator_harness import Cluster, running_cluster, running_kopf, train_job
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.asyncio]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

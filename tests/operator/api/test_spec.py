@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import yaml
@@ -17,7 +16,7 @@ from torchyard.operator.api.spec import (
     slurm_time_seconds,
 )
 
-CORPUS = yaml.safe_load((Path(__file__).parent / "malformed_specs.yaml").read_text())
+from .corpus import CORPUS, walk
 
 
 def test_examples_are_valid(repo):
@@ -92,23 +91,17 @@ def test_malformed_spec_names_its_field(case, base_train, base_test):
     data = copy.deepcopy(base_test if case.get("kind") == "TestJob" else base_train)
     for dotted in case.get("delete", []):
         *parents, last = dotted.split(".")
-        _walk(data, parents).pop(last)
+        walk(data, parents).pop(last)
     for dotted, value in case.get("set", {}).items():
         # keys holding dots (nvidia.com/gpu) only appear inside values here, never in a set path
         *parents, last = dotted.split(".")
-        _walk(data, parents)[last] = value
+        walk(data, parents)[last] = value
     with pytest.raises(SpecError) as err:
         load_job(data)
     paths = [path for path, _ in err.value.problems]
     assert case["path"] in paths, f"expected an error at {case['path']}, got {err.value}"
     message = dict(err.value.problems)[case["path"]]
     assert len(message) > 10, f"message too terse: {message!r}"
-
-
-def _walk(data: dict, parts: list[str]) -> dict:
-    for part in parts:
-        data = data.setdefault(part, {})
-    return data
 
 
 @pytest.mark.parametrize(

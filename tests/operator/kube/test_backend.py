@@ -8,14 +8,15 @@ import copy
 from pathlib import Path
 
 import pytest
-from operator_harness import running_cluster, running_operator, termination, train_job
 
 from torchyard.operator.api.spec import job_path
 from torchyard.operator.control.kubeapi import resource_path
 
+from ..operator_harness import running_cluster, running_operator, termination, train_job
+
 pytestmark = pytest.mark.asyncio
 NODES = ["digits-mlp-node-0", "digits-mlp-node-1"]
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def cond(status: dict, type_: str) -> dict:

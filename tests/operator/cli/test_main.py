@@ -78,15 +78,3 @@ def test_crds_to_stdout_and_folder(tmp_path, capsys, repo):
     assert main(["crds", "--out", str(tmp_path)]) == 0
     for path in (repo / "crds").iterdir():
         assert (tmp_path / path.name).read_text() == path.read_text()
-
-
-def test_operator_never_imports_torch():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, torchyard.operator.cli.main, torchyard.operator.launch.local, "
-        "torchyard.operator.api.crds; "
-        "sys.exit('torch' in sys.modules)"
-    )
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
