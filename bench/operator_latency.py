@@ -6,7 +6,7 @@ Starts (or finds) the control plane of scripts/cluster/up.sh in --cluster-dir (d
 kube-apiserver, kube-controller-manager and kube-scheduler v1.36, RBAC and hardened admission on. Each run
 gets namespaces of its own and one Node that only their pods land on (the PodNodeSelector and
 PodTolerationRestriction admission plugins add the selector and the toleration to every pod), kept Ready
-with operator/node.py; a scripted node here marks each pod the real scheduler binds to it Running. Others
+with operator/dev/node.py; a scripted node here marks each pod the real scheduler binds to it Running. Others
 may use the same control plane at the same time: their load lands on every method alike (but a test
 session's cluster-wide operator, running meanwhile, also serves this run's TrainJobs: run the bench alone).
 
@@ -65,9 +65,10 @@ import kopf
 import yaml
 
 from torchyard.operator.api.spec import load_job
-from torchyard.operator.control.kubeapi import ApiError, KubeApi, list_watch, resource_path
+from torchyard.operator.control.kubeapi import KubeApi, list_watch, resource_path
 from torchyard.operator.dev.local_cluster import LocalControlPlane
 from torchyard.operator.dev.node import NodeHeartbeat, node_manifest, rfc3339
+from torchyard.operator.errors import ApiError
 from torchyard.operator.kube.render import render_k8s
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import inspect
 import json
 import pkgutil
 import subprocess
@@ -108,3 +109,13 @@ def test_no_control_plane_folder_has_more_than_a_dozen_modules():
             if count > MAX_MODULES:
                 crowded[str(folder.relative_to(REPO))] = count
     assert crowded == {}
+
+
+@pytest.mark.parametrize("name", ["torchyard.operator.api", "torchyard.operator.errors"])
+def test_the_public_api_is_declared_and_documented(name):
+    module = importlib.import_module(name)
+    assert (module.__doc__ or "").strip() and module.__all__
+    for public in module.__all__:
+        value = getattr(module, public)  # AttributeError: __all__ names something that is not there
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert inspect.getdoc(value), f"{name}.{public} has no docstring"

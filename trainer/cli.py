@@ -84,3 +84,19 @@ def _finish(code: int, status: str, reason: str, message: str, retryable: bool, 
     write_termination_message({"status": status, "exitCode": code, "reason": reason, "message": message,
                                "retryable": retryable, **details})
     return code
+
+
+def entry_points(
+    command: Callable[[argparse.Namespace], dict],
+    parse_args: Callable[[list[str] | None], argparse.Namespace],
+) -> tuple[Callable[[list[str] | None], int], Callable[[], NoReturn]]:
+    """`main(argv) -> exit code` (for tests and callers) and `cli()` (the console script and `python -m`:
+    main, then exit_process) of one trainer command."""
+
+    def main(argv: list[str] | None = None) -> int:
+        return run_main(command, parse_args(argv))
+
+    def cli() -> NoReturn:
+        exit_process(main())
+
+    return main, cli

@@ -220,22 +220,21 @@ class Runner:
         }
 
     def save_checkpoint(self, filename: str) -> Path | None:
-        state = self.checkpoint_state()
+        """Save the training state as `filename` and point `last_checkpoint` at it (rank 0 writes)."""
         self._saved_at_iter = self.iter
-        if state is None:
-            return None
-        self.call_hook("before_save_checkpoint", state=state)
-        path = self.checkpoints.save(state, filename)
-        self.logger.info(f"saved checkpoint {path}")
-        return path
+        return self._save(filename, best=False)
 
     def save_best_checkpoint(self, filename: str) -> Path | None:
-        state = self.checkpoint_state()
+        """Save the training state as `filename` and point `best_checkpoint` at it (rank 0 writes)."""
+        return self._save(filename, best=True)
+
+    def _save(self, filename: str, best: bool) -> Path | None:
+        state = self.checkpoint_state()  # a collective: every rank takes part
         if state is None:
             return None
         self.call_hook("before_save_checkpoint", state=state)
-        path = self.checkpoints.save_best(state, filename)
-        self.logger.info(f"saved best checkpoint {path}")
+        path = (self.checkpoints.save_best if best else self.checkpoints.save)(state, filename)
+        self.logger.info(f"saved {'best ' if best else ''}checkpoint {path}")
         return path
 
     def resume(self, path: str | None) -> None:

@@ -13,10 +13,9 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import NoReturn
 
 from torchyard.contract.workdir import TEST_RESULT
-from torchyard.trainer.cli import add_common_args, exit_process, load_config, run_main
+from torchyard.trainer.cli import add_common_args, entry_points, load_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,13 +71,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_main(test, parse_args(argv))
-
-
-def cli() -> NoReturn:
-    """The console script (and `python -m`): main(), then exit_process."""
-    exit_process(main())
+main, cli = entry_points(test, parse_args)
 
 
 if __name__ == "__main__":

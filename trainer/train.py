@@ -13,9 +13,8 @@ Resume:                 torchyard-train configs/digits_cnn.py --resume    (the w
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
 
-from torchyard.trainer.cli import add_common_args, exit_process, load_config, run_main
+from torchyard.trainer.cli import add_common_args, entry_points, load_config
 from torchyard.trainer.stop import StopRequest
 
 
@@ -71,13 +70,7 @@ def train(args: argparse.Namespace) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_main(train, parse_args(argv))
-
-
-def cli() -> NoReturn:
-    """The console script (and `python -m`): main(), then exit_process."""
-    exit_process(main())
+main, cli = entry_points(train, parse_args)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from torchyard.operator.api.spec import Job, SpecError, TrainJob, load_job
+from torchyard.operator.api.spec import Job, TrainJob, load_job
+from torchyard.operator.errors import SpecError
 
 
 def load_jobs(path: str | Path) -> list[Job]:

@@ -1,6 +1,6 @@
 """The TrainJob and TestJob API: the one place where a field is declared, documented and validated.
 
-The CRDs in crds/ (operator/crds.py), the Kubernetes and Slurm renderers and `torchyard run` all follow
+The CRDs in crds/ (api/crds.py), the Kubernetes and Slurm renderers and `torchyard run` all follow
 from these models. Python attributes are snake_case; YAML/JSON names are camelCase (`procs_per_node` is
 `procsPerNode`). Every validation error names the field path, e.g. `spec.cfgOptions[1]`.
 
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -30,6 +31,7 @@ from pydantic_core import PydanticCustomError
 
 from torchyard.contract.ports import DEFAULT_MASTER_PORT
 from torchyard.operator.api.quantity import QUANTITY_PATTERN, parse_quantity
+from torchyard.operator.errors import SpecError
 from torchyard.trainer.config import ConfigError, parse_cfg_options
 
 GROUP = "torchyard.dev"
@@ -61,31 +63,35 @@ def _one_line(value: str) -> str:
     return value
 
 
-def _dns_label(value: str) -> str:
-    if len(value) > MAX_DNS_LABEL or not _DNS_1035.match(value):
-        raise ValueError(
-            f"{value!r} must be a DNS label: at most {MAX_DNS_LABEL} lowercase letters, digits "
-            "and '-', starting with a letter and ending with a letter or digit (e.g. digits-mlp)"
-        )
-    return value
+def _name_rule(pattern: re.Pattern[str], max_length: int, what: str) -> Callable[[str], str]:
+    """A validator: a value must match `pattern` and be at most `max_length` long, else it must be `what`."""
+
+    def check(value: str) -> str:
+        if len(value) > max_length or not pattern.match(value):
+            raise ValueError(f"{value!r} must be {what}")
+        return value
+
+    return check
 
 
-def _dns_subdomain(value: str) -> str:
-    if len(value) > 253 or not _DNS_1123.match(value):
-        raise ValueError(
-            f"{value!r} must be a DNS subdomain name: lowercase letters, digits, '-' and '.', "
-            "starting and ending with a letter or digit, at most 253 characters"
-        )
-    return value
-
-
-def _label_value(value: str) -> str:
-    if len(value) > MAX_DNS_LABEL or not _LABEL_VALUE.match(value):
-        raise ValueError(
-            f"{value!r} must be a Kubernetes label value: at most {MAX_DNS_LABEL} letters, digits, "
-            "'-', '_' and '.', starting and ending with a letter or digit"
-        )
-    return value
+_dns_label = _name_rule(
+    _DNS_1035,
+    MAX_DNS_LABEL,
+    f"a DNS label: at most {MAX_DNS_LABEL} lowercase letters, digits and '-', starting with a letter and "
+    "ending with a letter or digit (e.g. digits-mlp)",
+)
+_dns_subdomain = _name_rule(
+    _DNS_1123,
+    253,
+    "a DNS subdomain name: lowercase letters, digits, '-' and '.', starting and ending with a letter or "
+    "digit, at most 253 characters",
+)
+_label_value = _name_rule(
+    _LABEL_VALUE,
+    MAX_DNS_LABEL,
+    f"a Kubernetes label value: at most {MAX_DNS_LABEL} letters, digits, '-', '_' and '.', starting and "
+    "ending with a letter or digit",
+)
 
 
 def _quantity(value: Any) -> str:
@@ -583,36 +589,34 @@ def _check_name_fits(name: str, nodes: int) -> None:
         )
 
 
-class TrainJob(Model):
-    """A training job, as written in YAML (`kind: TrainJob`)."""
+class _JobObject(Model):
+    """What TrainJob and TestJob share: the API version, the metadata, and a name their pods can carry."""
 
     api_version: Literal["torchyard.dev/v1alpha1"] = Field(API_VERSION, description="torchyard.dev/v1alpha1.")
-    kind: Literal["TrainJob"] = Field("TrainJob", description="TrainJob.")
     metadata: ObjectMeta = Field(description="name (required), namespace, labels, annotations.")
-    spec: TrainJobSpec = Field(description="What to train, where and how.")
-    status: JobStatus | None = Field(None, description="Set by the operator.")
 
     @model_validator(mode="after")
-    def _name_fits(self) -> TrainJob:
+    def _name_fits(self) -> Self:
         _check_name_fits(self.metadata.name, self.spec.nodes)
         return self
 
 
-class TestJob(Model):
+class TrainJob(_JobObject):
+    """A training job, as written in YAML (`kind: TrainJob`)."""
+
+    kind: Literal["TrainJob"] = Field("TrainJob", description="TrainJob.")
+    spec: TrainJobSpec = Field(description="What to train, where and how.")
+    status: JobStatus | None = Field(None, description="Set by the operator.")
+
+
+class TestJob(_JobObject):
     """An evaluation job, as written in YAML (`kind: TestJob`)."""
 
     __test__ = False
 
-    api_version: Literal["torchyard.dev/v1alpha1"] = Field(API_VERSION, description="torchyard.dev/v1alpha1.")
     kind: Literal["TestJob"] = Field("TestJob", description="TestJob.")
-    metadata: ObjectMeta = Field(description="name (required), namespace, labels, annotations.")
     spec: TestJobSpec = Field(description="What to evaluate, where and how.")
     status: TestJobStatus | None = Field(None, description="Set by the operator.")
-
-    @model_validator(mode="after")
-    def _name_fits(self) -> TestJob:
-        _check_name_fits(self.metadata.name, self.spec.nodes)
-        return self
 
 
 Job = TrainJob | TestJob
@@ -643,16 +647,6 @@ def job_path(kind: str, namespace: str, name: str | None = None, sub: str | None
     """The REST path of a job, of its collection (no name), or of its subresource (`sub`: status)."""
     path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{KINDS[kind].plural}"
     return path + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
-
-
-class SpecError(ValueError):
-    """A job spec is invalid; `problems` holds (field path, message) pairs, and str() lists them all."""
-
-    def __init__(self, problems: list[tuple[str, str]], source: str = "") -> None:
-        self.problems = problems
-        where = f"{source}: " if source else ""
-        lines = [f"{path or '(top level)'}: {message}" for path, message in problems]
-        super().__init__(f"{where}invalid job spec\n  " + "\n  ".join(lines))
 
 
 def load_job(data: Any, source: str = "") -> Job:

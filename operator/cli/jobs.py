@@ -1,4 +1,4 @@
-"""`torchyard validate | render | run | crds`: the job-file commands (see cli.py for the layout)."""
+"""`torchyard validate | render | run | crds`: the job-file commands (see cli/main.py for the layout)."""
 
 from __future__ import annotations
 

@@ -16,8 +16,7 @@ import argparse
 import importlib
 import sys
 
-from torchyard.operator.api.spec import SpecError
-from torchyard.operator.launch.command import RenderError
+from torchyard.operator.errors import RenderError, SpecError
 
 # Each group's module and the commands it adds. `torchyard COMMAND ...` imports only COMMAND's module, so that
 # e.g. `torchyard slurm submit` does not pay for the operator's imports; --help and typos import them all.

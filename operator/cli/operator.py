@@ -1,4 +1,4 @@
-"""`torchyard operator run` and `torchyard dev-cluster` (see cli.py for the layout).
+"""`torchyard operator run` and `torchyard dev-cluster` (see cli/main.py for the layout).
 
 Try the operator on the project's own control plane (`make cluster`), in three terminals:
 
@@ -75,41 +75,17 @@ def register(commands: argparse._SubParsersAction) -> None:
         "Example: make cluster && export KUBECONFIG=.cluster/admin.kubeconfig && torchyard dev-cluster",
     )
     dev.add_argument("--node", default="dev-cluster", help="the Node's name (default dev-cluster)")
-    dev.add_argument(
-        "--label",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a label of the Node (repeatable), e.g. for pods' nodeSelector",
-    )
-    dev.add_argument(
-        "--taint",
-        action="append",
-        default=[],
-        metavar="KEY[=VALUE]:EFFECT",
-        help="a taint of the Node (repeatable): only pods that tolerate it land here",
-    )
-    dev.add_argument(
-        "--volumes",
-        type=Path,
-        default=Path("dev-cluster/volumes"),
-        metavar="DIR",
-        help="PersistentVolumeClaims live here as DIR/<claimName>",
-    )
-    dev.add_argument(
-        "--state",
-        type=Path,
-        default=Path("dev-cluster/state"),
-        metavar="DIR",
-        help="pod logs, pids and termination messages",
-    )
-    dev.add_argument(
-        "--workdir",
-        type=Path,
-        default=Path.cwd(),
-        metavar="DIR",
-        help="working directory of the pods' processes (where configs/ is); default: here",
-    )
+    for flag, meta, what in (
+        ("--label", "KEY=VALUE", "a label of the Node (repeatable), e.g. for pods' nodeSelector"),
+        ("--taint", "KEY[=VALUE]:EFFECT", "a taint of the Node (repeatable): only pods tolerating it land"),
+    ):
+        dev.add_argument(flag, action="append", default=[], metavar=meta, help=what)
+    for flag, default, what in (
+        ("--volumes", Path("dev-cluster/volumes"), "PersistentVolumeClaims live here as DIR/<claimName>"),
+        ("--state", Path("dev-cluster/state"), "pod logs, pids and termination messages"),
+        ("--workdir", Path.cwd(), "the pods' processes run here (where configs/ is); default: here"),
+    ):
+        dev.add_argument(flag, type=Path, default=default, metavar="DIR", help=what)
     dev.set_defaults(func=dev_cluster)
 
 

@@ -1,4 +1,4 @@
-"""`torchyard slurm submit | status | cancel | logs | list`: run job files through sbatch (see cli.py).
+"""`torchyard slurm submit | status | cancel | logs | list`: run job files through sbatch (see cli/main.py).
 
     torchyard slurm submit examples/trainjob.yaml            # prints the job id; --wait, --follow, --dry-run
     torchyard slurm status digits-mlp                        # or a job id, or the job file
@@ -21,10 +21,10 @@ from pathlib import Path
 from torchyard.contract import workdir
 from torchyard.operator.api.jobfile import find_train_job, load_jobs
 from torchyard.operator.api.spec import Job, TestJob
+from torchyard.operator.errors import SlurmError, Unschedulable
 from torchyard.operator.slurm.bridge import (
     SCRIPT,
     Record,
-    Unschedulable,
     find_record,
     local_records,
     log_paths,
@@ -32,7 +32,7 @@ from torchyard.operator.slurm.bridge import (
     submit_job,
     wait_for_job,
 )
-from torchyard.operator.slurm.client import SlurmClient, SlurmError
+from torchyard.operator.slurm.client import SlurmClient
 from torchyard.operator.slurm.observe import Observation, base_state, job_phase
 from torchyard.operator.slurm.render import render_slurm
 

@@ -4,6 +4,11 @@ kopf watches and indexes; this client writes (create, merge-patch, delete) and, 
 runner, lists and watches pods. It authenticates with the same `kopf.ConnectionInfo` kopf logs in with,
 so both always talk to the same API server as the same user.
 
+Why not the `kubernetes` package's client, or kubernetes_asyncio: the first blocks (a thread per call under
+an asyncio operator), and the second would be a second login path and a second HTTP stack beside kopf's
+aiohttp one. The `kubernetes` package stays in the operator extra because kopf.login_via_client logs in
+through it (in-cluster, kubeconfig, exec plugins); nothing here imports it.
+
     api = KubeApi(info)
     await api.create(resource_path("v1", "pods", "ns"), pod)
     await api.patch(resource_path("torchyard.dev/v1alpha1", "trainjobs", "ns", "x", "status"), {"status": {}})
@@ -22,15 +27,9 @@ from typing import Any
 import aiohttp
 import kopf
 
+from torchyard.operator.errors import ApiError
+
 MERGE_PATCH = "application/merge-patch+json"
-
-
-class ApiError(Exception):
-    """The API server answered with an error; `reason` is Kubernetes' (NotFound, AlreadyExists, ...)."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
-        self.status, self.reason, self.message = status, reason, message
 
 
 def resource_path(

@@ -24,10 +24,11 @@ import aiohttp
 import kopf
 
 from torchyard.operator.api import conditions as c
-from torchyard.operator.api.spec import SpecError, TrainJob, job_path, load_job
+from torchyard.operator.api.spec import TrainJob, job_path, load_job
 from torchyard.operator.control.decide import Decision, rejected
-from torchyard.operator.control.kubeapi import ApiError, KubeApi
+from torchyard.operator.control.kubeapi import KubeApi
 from torchyard.operator.control.metrics import Metrics
+from torchyard.operator.errors import ApiError, SpecError
 
 ERROR_RETRY_SECONDS = (0.5, 1, 2, 5, 10, 30)
 KOPF_PREFIX = "kopf.zalando.org/"

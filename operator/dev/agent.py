@@ -1,11 +1,11 @@
 """`torchyard dev-cluster`: a node agent that runs pods as local processes, against any API server.
 
-It registers a Node (and keeps its Lease and Ready condition fresh, node.py), watches the pods the
+It registers a Node (and keeps its Lease and Ready condition fresh, dev/node.py), watches the pods the
 scheduler binds to it (field selector spec.nodeName, as a kubelet), starts each one's container command as
 a local process group with the pod's env, and reports phase, exit code and termination message into the
 pod's status, as a kubelet would:
 
-- what a pod becomes here (names, ports, volumes, env) is pod_process.py's, a pure function; the agent
+- what a pod becomes here (names, ports, volumes, env) is dev/pod_process.py's, a pure function; the agent
   resolves claims to their volumes' folders and writes the ServiceAccount token volume for it;
 - each pod gets its own TORCHYARD_TERMINATION_LOG file; with FallbackToLogsOnError and no message, the
   log's tail is the message; stdout/stderr go to `<state>/<namespace>/<pod>.log`, its pid to `.pid`;
@@ -33,9 +33,10 @@ from typing import Any
 import aiohttp
 
 from torchyard.contract.termination import PATH_VARIABLE
-from torchyard.operator.control.kubeapi import ApiError, KubeApi, resource_path
+from torchyard.operator.control.kubeapi import KubeApi, resource_path
 from torchyard.operator.dev.node import rfc3339 as now
 from torchyard.operator.dev.pod_process import field_value, in_cluster_kubeconfig, local_pod
+from torchyard.operator.errors import ApiError
 
 NODE_NAME = "dev-cluster"
 LOG_TAIL_BYTES = 2048

@@ -20,7 +20,8 @@ from typing import Any
 
 import aiohttp
 
-from torchyard.operator.control.kubeapi import ApiError, KubeApi, resource_path
+from torchyard.operator.control.kubeapi import KubeApi, resource_path
+from torchyard.operator.errors import ApiError
 
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_SECONDS = 40

@@ -20,8 +20,9 @@ import kopf
 from torchyard.operator.api import conditions as c
 from torchyard.operator.api.spec import TrainJob
 from torchyard.operator.control.decide import rfc3339
-from torchyard.operator.control.kubeapi import ApiError, KubeApi, resource_path
+from torchyard.operator.control.kubeapi import KubeApi, resource_path
 from torchyard.operator.control.loop import JobKey, JobLoop, OperatorState
+from torchyard.operator.errors import ApiError
 from torchyard.operator.kube import decide
 from torchyard.operator.kube.observe import Expectations, PodState, job_key, pod_state
 from torchyard.operator.kube.render import LABEL_JOB

@@ -28,9 +28,9 @@ from torchyard.operator.control.decide import (
     may_start,
     parse_time,
 )
+from torchyard.operator.errors import RenderError
 from torchyard.operator.kube.observe import PodState
 from torchyard.operator.kube.render import LABEL_ATTEMPT, render_k8s
-from torchyard.operator.launch.command import RenderError
 
 # A node that dies without a word (SIGKILL, OOM) leaves no termination message; the others usually fail
 # right after and rank 0 reports why. Wait this long for that report before deciding whether to retry.

@@ -13,12 +13,8 @@ from typing import Any
 
 from torchyard.contract.ports import DEFAULT_MASTER_PORT
 from torchyard.operator.api.spec import GPU_RESOURCE, NODE_INFIX, Job, TrainJob
-from torchyard.operator.launch.command import (
-    RenderError,
-    check_train_job,
-    node_program,
-    torchrun_options,
-)
+from torchyard.operator.errors import RenderError
+from torchyard.operator.launch.command import check_train_job, node_program, torchrun_options
 
 LABEL_JOB = "torchyard.dev/job-name"
 LABEL_RANK = "torchyard.dev/node-rank"

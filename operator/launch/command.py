@@ -14,13 +14,10 @@ from dataclasses import dataclass
 
 from torchyard.contract.workdir import POINTERS
 from torchyard.operator.api.spec import Job, TestJob, TrainJob
+from torchyard.operator.errors import RenderError
 
 TRAIN_MODULE = "torchyard.trainer.train"
 TEST_MODULE = "torchyard.trainer.test"
-
-
-class RenderError(ValueError):
-    """The job cannot be rendered for this backend as given; the message names the field and the fix."""
 
 
 @dataclass(frozen=True)

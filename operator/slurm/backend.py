@@ -32,9 +32,10 @@ from torchyard.operator.api import conditions as c
 from torchyard.operator.api.spec import GROUP, KINDS, VERSION, Job, TestJob, TrainJob, job_path
 from torchyard.operator.control.decide import TERMINAL, Decision, rejected
 from torchyard.operator.control.loop import JobKey, JobLoop, OperatorState
-from torchyard.operator.launch.command import RenderError, work_dir_path
+from torchyard.operator.errors import RenderError, SlurmError
+from torchyard.operator.launch.command import work_dir_path
 from torchyard.operator.slurm.bridge import read_record, submit_job
-from torchyard.operator.slurm.client import SlurmClient, SlurmError
+from torchyard.operator.slurm.client import SlurmClient
 from torchyard.operator.slurm.decide import SlurmDecision, SlurmView, decide
 from torchyard.operator.slurm.observe import is_terminal
 

@@ -3,7 +3,7 @@
 Submitting renders the script (render_slurm), creates the work dir (Slurm opens --output there before the
 script runs), writes the script next to the checkpoints as `torchyard.sbatch`, calls sbatch and leaves a
 record `torchyard-slurm.json` (name, kind, job id, previous ids) in the work dir: on a shared filesystem
-every login node finds the job by name. `torchyard slurm ...` (cli_slurm.py) and the operator's Slurm
+every login node finds the job by name. `torchyard slurm ...` (cli/slurm.py) and the operator's Slurm
 mode both use these functions with a SlurmClient.
 
     record = submit_job(job, train_job=None, client=SlurmClient())
@@ -24,8 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from torchyard.operator.api.spec import Job
+from torchyard.operator.errors import SlurmError, Unschedulable
 from torchyard.operator.launch.command import work_dir_path
-from torchyard.operator.slurm.client import SlurmClient, SlurmError
+from torchyard.operator.slurm.client import SlurmClient
 from torchyard.operator.slurm.observe import Observation, job_phase
 from torchyard.operator.slurm.render import render_slurm
 
@@ -165,10 +166,6 @@ def log_paths(record: Record, job_id: str | None = None) -> list[Path]:
     """The job's stdout and stderr files (the script's --output/--error)."""
     job_id = job_id or record.job_id
     return [Path(record.work_dir) / f"slurm-{job_id}.{ext}" for ext in ("out", "err")]
-
-
-class Unschedulable(SlurmError):
-    """The job is queued but can never start as written (e.g. PENDING with Reason=PartitionNodeLimit)."""
 
 
 def wait_for_job(

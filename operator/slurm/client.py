@@ -19,14 +19,11 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from torchyard.operator.errors import SlurmError
 from torchyard.operator.slurm.observe import parse_job_record
 
 DEFAULT_TIMEOUT = 30.0
 _INVALID_JOB = "Invalid job id specified"
-
-
-class SlurmError(RuntimeError):
-    """A Slurm command failed or is missing; the message names the command and the likely fix."""
 
 
 class SlurmClient:

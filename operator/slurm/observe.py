@@ -2,7 +2,7 @@
 
 `torchyard slurm status` and the operator's Slurm mode both read a job this way, so a TrainJob shows the
 same phases (Pending, Running, Restarting, Succeeded, Failed, Suspended) whether it runs as pods or
-through sbatch. Nothing here runs a command; slurm_client.py does that.
+through sbatch. Nothing here runs a command; client.py does that.
 
     info = parse_job_record(text)   # {'JobId': '7', 'JobState': 'PENDING', 'Reason': 'Resources', ...}
     observed = job_phase(info)      # Observation(phase=Phase.PENDING, reason='WaitingForResources', ...)

@@ -198,7 +198,7 @@ def _operator_argv(container: dict, tmp: Path) -> list[str]:
 
 @pytest.mark.parametrize("case", CASES)
 def test_the_operator_command_line_parses(render, tmp_path, case):
-    """The chart's flags are the ones `torchyard operator run` (operator/cli_operator.py) accepts."""
+    """The chart's flags are the ones `torchyard operator run` (operator/cli/operator.py) accepts."""
     manifests = render(CASES[case])
     container = _operator_container(manifests)
     args = build_parser().parse_args(_operator_argv(container, tmp_path))

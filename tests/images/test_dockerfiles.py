@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = ["operator", "trainer"]
-USERS = {"operator": "10001:10001", "trainer": "1000:1000"}  # trainer: operator/render_k8s.py RUN_AS
+USERS = {"operator": "10001:10001", "trainer": "1000:1000"}  # trainer: operator/kube/render.py RUN_AS
 
 
 def dockerfile(image: str) -> str:

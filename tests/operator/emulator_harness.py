@@ -19,8 +19,9 @@ import kmock
 import kopf
 
 from torchyard.operator.control.handlers import build_registry, memo_for
-from torchyard.operator.control.kubeapi import ApiError, KubeApi, resource_path
+from torchyard.operator.control.kubeapi import KubeApi, resource_path
 from torchyard.operator.control.loop import OperatorConfig
+from torchyard.operator.errors import ApiError
 from torchyard.operator.kube.backend import PodBackend
 
 from .emulator import Emulator, now_rfc3339

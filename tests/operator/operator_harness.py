@@ -33,10 +33,11 @@ import kopf
 
 from torchyard.operator.api.spec import job_path
 from torchyard.operator.control.handlers import build_registry, memo_for
-from torchyard.operator.control.kubeapi import ApiError, KubeApi, list_watch, resource_path
+from torchyard.operator.control.kubeapi import KubeApi, list_watch, resource_path
 from torchyard.operator.control.loop import OperatorConfig
 from torchyard.operator.dev.local_cluster import LocalControlPlane
 from torchyard.operator.dev.node import NodeHeartbeat, node_manifest, rfc3339
+from torchyard.operator.errors import ApiError
 from torchyard.operator.kube.backend import PodBackend
 
 REPO = Path(__file__).resolve().parents[2]
@@ -152,8 +153,9 @@ async def operator_token(api: KubeApi, account: str = RELEASE) -> str:
 
 
 class Kubelet:
-    """The test's node: registered and kept Ready (node.py); pods the scheduler binds to it start running
-    at once (`auto_run`); tests end them with `finish`; deleted pods go at once, as after a quick exit."""
+    """The test's node: registered and kept Ready (operator/dev/node.py); pods the scheduler binds to it
+    start running at once (`auto_run`); tests end them with `finish`; deleted pods go at once, as after a
+    quick exit."""
 
     def __init__(self, api: KubeApi, namespace: str, auto_run: bool = True) -> None:
         self.api, self.namespace, self.auto_run = api, namespace, auto_run

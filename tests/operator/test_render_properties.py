@@ -9,7 +9,8 @@ import kubernetes_validate
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from torchyard.operator.api.spec import SpecError, load_job
+from torchyard.operator.api.spec import load_job
+from torchyard.operator.errors import SpecError
 from torchyard.operator.kube.render import render_k8s
 from torchyard.operator.slurm.render import render_slurm
 

@@ -68,7 +68,7 @@ app.kubernetes.io/component: operator
 {{- end }}
 
 {{/*
-The arguments of `torchyard operator run` (operator/cli_operator.py); the image's entrypoint is
+The arguments of `torchyard operator run` (operator/cli/operator.py); the image's entrypoint is
 `torchyard operator run`. A random peering priority is drawn by the container's shell (see deployment.yaml).
 */}}
 {{- define "torchyard.operatorArgs" -}}

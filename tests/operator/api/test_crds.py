@@ -15,7 +15,7 @@ def test_checked_in_crds_match_the_models(repo):
     for name, text in render_crds().items():
         path = repo / "crds" / name
         assert path.exists() and path.read_text() == text, (
-            f"{path} drifted from operator/api.py; regenerate with `torchyard crds --out crds/`"
+            f"{path} drifted from operator/api/spec.py; regenerate with `torchyard crds --out crds/`"
         )
 
 

@@ -7,14 +7,8 @@ import copy
 import pytest
 import yaml
 
-from torchyard.operator.api.spec import (
-    MAX_DNS_LABEL,
-    SpecError,
-    TestJob,
-    TrainJob,
-    load_job,
-    slurm_time_seconds,
-)
+from torchyard.operator.api.spec import MAX_DNS_LABEL, TestJob, TrainJob, load_job, slurm_time_seconds
+from torchyard.operator.errors import SpecError
 
 from .corpus import CORPUS, walk
 

@@ -1,4 +1,4 @@
-"""operator/node.py: the Node a node agent registers (pure parts); the heartbeat itself runs in every
+"""operator/dev/node.py: the Node a node agent registers (pure parts); the heartbeat itself runs in every
 real-cluster test (tests/operator/operator_harness.py) and in `torchyard dev-cluster`."""
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from torchyard.operator.api.spec import load_job
+from torchyard.operator.errors import RenderError
 from torchyard.operator.kube.render import KUEUE_GROUP, KUEUE_QUEUE, KUEUE_TOTAL, render_k8s
-from torchyard.operator.launch.command import RenderError
 
 K8S_VERSION = "1.37"
 

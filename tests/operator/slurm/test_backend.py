@@ -1,12 +1,12 @@
-"""The Slurm-mode operator's edge helpers (slurm_operator.py): work-dir progress, the job record, errors, CLI.
-The loop itself runs end to end in test_slurm_operator_e2e.py."""
+"""The Slurm backend's edge helpers (operator/slurm/backend.py): work-dir progress, the record, errors, CLI.
+The loop itself runs end to end in test_backend_e2e.py."""
 
 from __future__ import annotations
 
 import json
 
+from torchyard.operator.errors import SlurmError
 from torchyard.operator.slurm.backend import is_transient, read_progress
-from torchyard.operator.slurm.client import SlurmError
 
 
 def test_progress_comes_from_the_work_dir(tmp_path, train_job, test_job):

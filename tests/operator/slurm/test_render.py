@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from torchyard.operator.api.spec import SpecError, load_job
+from torchyard.operator.api.spec import load_job
+from torchyard.operator.errors import SpecError
 from torchyard.operator.launch.command import program_args, test_checkpoint
 from torchyard.operator.slurm.render import render_slurm, sbatch_options
 
