@@ -15,11 +15,12 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-import torchyard.trainer.checkpoint_hook
+import torchyard.trainer.hooks.checkpoint
+import torchyard.trainer.hooks.logger
+import torchyard.trainer.hooks.visualization
 import torchyard.trainer.metrics
 import torchyard.trainer.models
-import torchyard.trainer.tasks
-import torchyard.trainer.visualization  # noqa: F401 - importing registers the built-in hooks, metrics, models
+import torchyard.trainer.tasks  # noqa: F401 - importing registers the built-in hooks, metrics, models
 from torchyard.trainer.checkpoint import CheckpointManager, load_checkpoint, resolve_checkpoint
 from torchyard.trainer.config import Config, ConfigError
 from torchyard.trainer.data import build_dataloader
@@ -74,6 +75,15 @@ class Runner:
         self.data_time = 0.0
         self.stop = stop or StopRequest()
         self._saved_at_iter = -1
+        # What train() builds (test() needs none of it), declared here so that every attribute always exists.
+        self.by_epoch = True
+        self.train_dataloader = self.val_dataloader = self.val_evaluator = self.optim_wrapper = None
+        self.iters_per_epoch = self.max_epochs = self.max_iters = 0
+        self.val_interval = self.val_begin = 1
+        self.iter_schedulers: list = []
+        self.epoch_schedulers: list = []
+        self.last_metrics: dict[str, float] = {}
+        self.tested_checkpoint: Path | None = None
         if self.env.is_main:
             cfg.dump(self.work_dir / f"{Path(cfg.filename or 'config').stem}.py")
         self.logger.info(f"torch {torch.__version__}, device {self.device}, "
@@ -128,7 +138,7 @@ class Runner:
                                             self.max_epochs, self.max_iters)
         self.iter_schedulers = [s for s in schedulers if not s.by_epoch]
         self.epoch_schedulers = [s for s in schedulers if s.by_epoch]
-        self.last_metrics: dict[str, float] = {}
+        self.last_metrics = {}
 
         if cfg.get("resume"):
             self.resume(None if cfg.resume in (True, "auto") else cfg.resume)

@@ -6,49 +6,14 @@ the image helpers here (``to_rgb``, ``upscale``, ``caption``, ``side_by_side``) 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from torchyard.trainer.config import ConfigError
-from torchyard.trainer.hooks import Hook
-from torchyard.trainer.registry import HOOKS
-
 if TYPE_CHECKING:
-    from torchyard.trainer.runner import Runner
-
-
-@HOOKS.register()
-class VisualizationHook(Hook):
-    """Saves ``show_dir/<index>.png`` for the first ``max_samples`` test (or validation) samples."""
-
-    def __init__(self, show_dir: str, max_samples: int = 64, on_val: bool = False) -> None:
-        self.show_dir = Path(show_dir)
-        self.max_samples = max_samples
-        self.on_val = on_val
-        self.saved = 0
-
-    def before_run(self, runner: Runner) -> None:
-        if not hasattr(runner.unwrapped_model, "visualize"):
-            raise ConfigError(f"--show-dir: {type(runner.unwrapped_model).__name__} has no visualize(batch, "
-                              "outputs) method, so its predictions cannot be drawn")
-        if runner.env.is_main:
-            self.show_dir.mkdir(parents=True, exist_ok=True)
-
-    def after_test_iter(self, runner: Runner, batch: dict, outputs: torch.Tensor) -> None:
-        if not runner.env.is_main or self.saved >= self.max_samples:
-            return
-        pictures = runner.unwrapped_model.visualize(batch, outputs)
-        for index, picture in pictures[: self.max_samples - self.saved]:
-            Image.fromarray(picture).save(self.show_dir / f"{index:05d}.png")
-            self.saved += 1
-
-    def after_val_iter(self, runner: Runner, batch: dict, outputs: torch.Tensor) -> None:
-        if self.on_val:
-            self.after_test_iter(runner, batch, outputs)
+    pass
 
 
 def to_rgb(image: torch.Tensor, low: float = 0.0, high: float = 1.0) -> np.ndarray:

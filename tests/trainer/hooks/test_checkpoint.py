@@ -3,8 +3,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from torchyard.trainer.checkpoint_hook import CheckpointHook
 from torchyard.trainer.config import ConfigError
+from torchyard.trainer.hooks.checkpoint import CheckpointHook
 from torchyard.trainer.registry import HOOKS
 
 
