@@ -1,7 +1,9 @@
 """The training loop and the evaluation loop, apart from the runner that builds what they use.
 
-One training loop serves both ``by_epoch=True`` (``max_epochs``) and ``by_epoch=False`` (``max_iters``):
-the data loader always runs in epochs, which is what lets a run resume at any iteration, even mid-epoch.
+The training loop owns the position (epoch, iteration, iteration within the epoch); the runner and the
+hooks read it as runner.epoch and runner.iter, as in mmengine. One training loop serves both
+``by_epoch=True`` (``max_epochs``) and ``by_epoch=False`` (``max_iters``): the data loader always runs in
+epochs, which is what lets a run resume at any iteration, even mid-epoch.
 """
 
 from __future__ import annotations
@@ -29,48 +31,76 @@ class TrainingInterrupted(Exception):
         self.checkpoint = checkpoint
 
 
-def run_train_loop(runner: Runner) -> None:
-    loader = runner.train_dataloader
-    optim = runner.optim_wrapper
-    runner.model.train()
-    runner.stop_if_requested(now=True)  # a stop during the setup ends here, not after the first steps
-    while runner.iter < runner.max_iters:
-        set_train_position(loader, runner.epoch, runner.inner_iter * loader.batch_size)
-        runner.call_hook("before_train_epoch")
-        data_start = time.perf_counter()
-        for batch in loader:
-            runner.data_time = time.perf_counter() - data_start
-            batch = to_device(batch, runner.device)
-            with optim.sync_context(runner.model), optim.autocast():
-                losses = runner.model(batch, mode="loss")
-            optim.update(total_loss(losses))
-            runner.iter += 1
-            runner.inner_iter += 1
-            if runner.iter >= runner.max_iters:
-                optim.flush()
-            for scheduler in runner.iter_schedulers:
-                scheduler.step(runner.iter - 1)
-            if not runner.by_epoch and runner.validation_due(runner.iter):
-                runner.validate()
-            runner.call_hook("after_train_iter", losses=losses)
-            if optim.at_boundary and runner.inner_iter < runner.iters_per_epoch:
-                runner.stop_if_requested()  # at an epoch's end, after its validation and checkpoint instead
-            if runner.iter >= runner.max_iters:
-                break
+class TrainLoop:
+    """The training position (`epoch`, `iter`, `inner_iter`: iterations done in the current epoch) and the
+    loop that advances it; the runner reads the position from here (runner.epoch is train_loop.epoch)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.epoch = self.iter = self.inner_iter = 0
+
+    def run(self) -> None:
+        runner = self.runner
+        loader = runner.train_dataloader
+        optim = runner.optim_wrapper
+        runner.model.train()
+        runner.stop_if_requested(now=True)  # a stop during the setup ends here, not after the first steps
+        while self.iter < runner.max_iters:
+            set_train_position(loader, self.epoch, self.inner_iter * loader.batch_size)
+            runner.call_hook("before_train_epoch")
             data_start = time.perf_counter()
-        if runner.inner_iter >= runner.iters_per_epoch:
-            if runner.by_epoch:
-                # By iteration, accumulation windows run across epochs, so checkpoint intervals that are
-                # multiples of accumulative_counts always fall on a window's end.
-                optim.flush()
-            runner.epoch += 1
-            runner.inner_iter = 0
-            for scheduler in runner.epoch_schedulers:
-                scheduler.step(runner.epoch - 1)
-            if runner.by_epoch and runner.validation_due(runner.epoch):
-                runner.validate()
-            runner.call_hook("after_train_epoch")
-            runner.stop_if_requested()
+            for batch in loader:
+                runner.data_time = time.perf_counter() - data_start
+                batch = to_device(batch, runner.device)
+                with optim.sync_context(runner.model), optim.autocast():
+                    losses = runner.model(batch, mode="loss")
+                optim.update(total_loss(losses))
+                self.iter += 1
+                self.inner_iter += 1
+                if self.iter >= runner.max_iters:
+                    optim.flush()
+                for scheduler in runner.iter_schedulers:
+                    scheduler.step(self.iter - 1)
+                if not runner.by_epoch and runner.validation_due(self.iter):
+                    runner.validate()
+                runner.call_hook("after_train_iter", losses=losses)
+                if optim.at_boundary and self.inner_iter < runner.iters_per_epoch:
+                    runner.stop_if_requested()  # at an epoch's end: after its validation and checkpoint
+                if self.iter >= runner.max_iters:
+                    break
+                data_start = time.perf_counter()
+            if self.inner_iter >= runner.iters_per_epoch:
+                self._end_epoch()
+
+    def _end_epoch(self) -> None:
+        runner = self.runner
+        if runner.by_epoch:
+            # By iteration, accumulation windows run across epochs, so checkpoint intervals that are
+            # multiples of accumulative_counts always fall on a window's end.
+            runner.optim_wrapper.flush()
+        self.epoch += 1
+        self.inner_iter = 0
+        for scheduler in runner.epoch_schedulers:
+            scheduler.step(self.epoch - 1)
+        if runner.by_epoch and runner.validation_due(self.epoch):
+            runner.validate()
+        runner.call_hook("after_train_epoch")
+        runner.stop_if_requested()
+
+
+class LoopCounter:
+    """`runner.epoch`, `runner.iter`, `runner.inner_iter`: read from the training loop, which owns them."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, runner: Runner | None, owner: type | None = None) -> int:
+        if runner is None:
+            return self  # type: ignore[return-value]  (the class attribute itself)
+        return getattr(runner.train_loop, self.name)
+
+    def __set__(self, runner: Runner, value: int) -> None:
+        raise AttributeError(f"runner.{self.name} is the training loop's: set runner.train_loop.{self.name}")
 
 
 @torch.no_grad()

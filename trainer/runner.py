@@ -34,7 +34,7 @@ from torchyard.trainer.dist import (
 from torchyard.trainer.evaluation import Evaluator
 from torchyard.trainer.hooks import build_hooks
 from torchyard.trainer.logger import format_metrics, setup_logger
-from torchyard.trainer.loops import TrainingInterrupted, run_eval_loop, run_train_loop
+from torchyard.trainer.loops import LoopCounter, TrainingInterrupted, TrainLoop, run_eval_loop
 from torchyard.trainer.optim import build_optim_wrapper, build_param_schedulers
 from torchyard.trainer.registry import MODELS, import_custom_modules
 from torchyard.trainer.seed import get_rng_state, seed_everything, set_rng_state
@@ -49,6 +49,10 @@ DIST_STOP_CHECK_INTERVAL = 10
 
 
 class Runner:
+    epoch = LoopCounter()
+    iter = LoopCounter()
+    inner_iter = LoopCounter()
+
     def __init__(self, cfg: Config, log_name: str = "train.log", stop: StopRequest | None = None) -> None:
         import_custom_modules(cfg.get("custom_imports"))
         self.cfg = cfg
@@ -71,7 +75,7 @@ class Runner:
         self.hooks = build_hooks({**DEFAULT_HOOKS, **cfg.get("default_hooks", {})}, cfg.get("custom_hooks"))
         self.checkpoints = CheckpointManager(self.work_dir, logger=self.logger, sync_in_background=True)
         self.amp_dtype = None
-        self.epoch = self.iter = self.inner_iter = 0
+        self.train_loop = TrainLoop(self)
         self.data_time = 0.0
         self.stop = stop or StopRequest()
         self._saved_at_iter = -1
@@ -151,7 +155,7 @@ class Runner:
         self.stop.install()
         start = time.perf_counter()
         try:
-            run_train_loop(self)
+            self.train_loop.run()
         finally:
             if owns_handlers:
                 self.stop.restore()
@@ -266,19 +270,18 @@ class Runner:
                               "resume with the config it was trained with")
         for scheduler, scheduler_state in zip(schedulers, state["param_schedulers"], strict=True):
             scheduler.load_state_dict(scheduler_state)
-        self.epoch = meta["epoch"]
-        self.inner_iter = meta["inner_iter"]
-        self.iter = meta["iter"]
+        position = self.train_loop
+        position.epoch, position.iter, position.inner_iter = meta["epoch"], meta["iter"], meta["inner_iter"]
         same_layout = (meta["world_size"] == self.env.world_size
                        and meta["batch_size"] == self.train_dataloader.batch_size)
         if same_layout:
             set_rng_state(state["rng"][self.env.rank])
         else:
             # The epoch's samples are sharded differently now; continue after the same share of the epoch.
-            seen = self.inner_iter * meta["batch_size"] * meta["world_size"]
-            self.inner_iter = seen // (self.train_dataloader.batch_size * self.env.world_size)
+            seen = position.inner_iter * meta["batch_size"] * meta["world_size"]
+            position.inner_iter = seen // (self.train_dataloader.batch_size * self.env.world_size)
             if self.by_epoch:
-                self.iter = self.epoch * self.iters_per_epoch + self.inner_iter
+                position.iter = position.epoch * self.iters_per_epoch + position.inner_iter
             self.logger.warning(f"--resume: the checkpoint was written with world size {meta['world_size']} "
                                 f"and batch size {meta['batch_size']}; continuing at epoch {self.epoch} "
                                 f"iteration {self.iter}, which is not bit-identical to an uninterrupted run")

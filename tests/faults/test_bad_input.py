@@ -31,28 +31,12 @@ from torchyard.trainer.test import main as torchyard_test
 from torchyard.trainer.train import main as torchyard_train
 
 from ..operator.api.corpus import CORPUS, walk
+from ..operator.jobs import TEST, TRAIN
 from ..operator.operator_harness import running_cluster, running_operator
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-BASES = {
-    "TrainJob": {
-        "apiVersion": "torchyard.dev/v1alpha1",
-        "kind": "TrainJob",
-        "metadata": {"name": "digits-mlp"},
-        "spec": {"image": "torchyard/trainer:0.1.0", "config": "configs/digits_mlp.py", "nodes": 2},
-    },
-    "TestJob": {
-        "apiVersion": "torchyard.dev/v1alpha1",
-        "kind": "TestJob",
-        "metadata": {"name": "digits-eval"},
-        "spec": {
-            "image": "torchyard/trainer:0.1.0",
-            "config": "configs/digits_mlp.py",
-            "checkpoint": "/ckpt/best.pth",
-        },
-    },
-}
+BASES = {"TrainJob": TRAIN, "TestJob": TEST}
 
 
 def corpus_job(case: dict) -> dict:

@@ -15,33 +15,10 @@ import pytest
 
 from torchyard.operator.api.spec import load_job
 
+from .jobs import TEST, TRAIN, make
+
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
-
-TRAIN = {
-    "apiVersion": "torchyard.dev/v1alpha1",
-    "kind": "TrainJob",
-    "metadata": {"name": "digits-mlp"},
-    "spec": {"image": "torchyard/trainer:0.1.0", "config": "configs/digits_mlp.py", "nodes": 2},
-}
-TEST = {
-    "apiVersion": "torchyard.dev/v1alpha1",
-    "kind": "TestJob",
-    "metadata": {"name": "digits-eval"},
-    "spec": {
-        "image": "torchyard/trainer:0.1.0",
-        "config": "configs/digits_mlp.py",
-        "checkpoint": "/ckpt/best.pth",
-    },
-}
-
-
-def make(base: dict, **spec) -> dict:
-    """A copy of `base` with spec fields (snake_case or camelCase) replaced."""
-    data = copy.deepcopy(base)
-    data["spec"].update(spec)
-    return data
-
 
 @pytest.fixture
 def train_job():

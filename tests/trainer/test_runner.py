@@ -76,6 +76,13 @@ def test_resume_with_an_empty_work_dir_starts_fresh_and_says_so(tmp_path, capsys
     assert "no checkpoint in" in capsys.readouterr().out
 
 
+def test_the_training_loop_owns_the_position(tmp_path):
+    runner = train(make_cfg(tmp_path, train_cfg=dict(by_epoch=False, max_iters=5)))
+    assert (runner.iter, runner.epoch) == (runner.train_loop.iter, runner.train_loop.epoch) == (5, 0)
+    with pytest.raises(AttributeError, match=r"train_loop\.iter"):
+        runner.iter = 0
+
+
 def test_checkpoint_carries_config_rng_of_every_rank_and_versions(tmp_path):
     train(make_cfg(tmp_path, train_cfg=dict(by_epoch=True, max_epochs=1)))
     state = final_state(tmp_path)

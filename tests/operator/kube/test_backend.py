@@ -12,6 +12,7 @@ import pytest
 from torchyard.operator.api.spec import job_path
 from torchyard.operator.control.kubeapi import resource_path
 
+from ..jobs import TEST, make
 from ..operator_harness import running_cluster, running_operator, termination, train_job
 
 pytestmark = pytest.mark.asyncio
@@ -249,16 +250,8 @@ async def test_invalid_objects_fail_with_the_field_path_and_get_no_pods():
 
 async def test_test_job_waits_for_train_job_then_reports_metrics():
     async with running_cluster() as cluster, running_operator(cluster):
-        test = {
-            "apiVersion": "torchyard.dev/v1alpha1",
-            "kind": "TestJob",
-            "metadata": {"name": "digits-eval"},
-            "spec": {
-                "image": "torchyard/trainer:0.1.0",
-                "config": "configs/digits_mlp.py",
-                "fromTrainJob": {"name": "digits-mlp", "which": "latest"},
-            },
-        }
+        test = make(TEST, fromTrainJob={"name": "digits-mlp", "which": "latest"})
+        del test["spec"]["checkpoint"]
         await cluster.create(test)
         status = await cluster.wait_status(
             "TestJob", "digits-eval", lambda s: cond(s, "Created").get("reason") == "WaitingForTrainJob"
