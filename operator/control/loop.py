@@ -51,7 +51,6 @@ class BackendJob(Protocol):
 class Backend(Protocol):
     """How jobs run. One instance per operator; `job` makes the per-job part."""
 
-    name: str
     indexes: tuple[str, ...]  # the kopf indexes of `register` that the backend's jobs read
     errors: tuple[type[Exception], ...]  # the backend's transient trouble: retried with back-off
     poll_seconds: float | None  # look again this often even without events (None: events suffice)
@@ -73,7 +72,7 @@ class OperatorConfig:
     namespaces: list[str] = dataclasses.field(default_factory=list)  # empty: cluster-wide
     metrics_port: int | None = None  # /metrics and /healthz
     metrics_host: str = "0.0.0.0"
-    report_grace: float = 10.0  # pods: how long to wait for rank 0's word after a node died silently
+    report_grace: float | None = None  # pods: how long to wait for rank 0's word (None: the default)
 
 
 @dataclasses.dataclass

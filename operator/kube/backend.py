@@ -32,7 +32,6 @@ CONFLICT_RETRY_SECONDS = 10.0
 
 
 class PodBackend:
-    name = "pods"
     indexes = ("pods_by_job",)
     errors: tuple[type[Exception], ...] = ()
     poll_seconds = None  # pod events wake the loop
@@ -80,7 +79,7 @@ class PodJob:
         loop = self.loop
         observed = [p for p in loop.index("pods_by_job", loop.key) if isinstance(p, PodState)]
         pods = self.expectations.apply(observed)
-        report_grace = loop.state.config.report_grace
+        report_grace = loop.state.config.report_grace or decide.REPORT_GRACE_SECONDS
         decision = decide.decide(job, loop.status, pods, now, train_job, train_status, report_grace)
         await self._apply(decision, {p.name: p for p in pods})
         for reason, problems in ((c.CHILD_CONFLICT, self.conflicts), (c.CREATE_REFUSED, self.refused)):

@@ -62,7 +62,6 @@ class SlurmBackend:
     poll_seconds: float = 10.0
     client: SlurmClient = dataclasses.field(default_factory=SlurmClient)
     job_ids: dict[str, str] = dataclasses.field(default_factory=dict)  # object uid -> Slurm job id
-    name = "slurm"
     indexes = ()
     errors = (SlurmError,)  # an sbatch refusal is handled in the step: what reaches the loop is transient
 
