@@ -32,5 +32,10 @@ def load_jobs(path: str | Path) -> list[Job]:
     ]
 
 
-def find_train_job(jobs: list[Job], name: str) -> TrainJob | None:
-    return next((job for job in jobs if isinstance(job, TrainJob) and job.metadata.name == name), None)
+def train_job_of(job: Job, *sources: list[Job]) -> TrainJob | None:
+    """The TrainJob `job` needs (a TestJob's fromTrainJob), from the first of `sources` that holds it."""
+    name = job.spec.train_job_name
+    if name is None:
+        return None
+    trainers = (other for jobs in sources for other in jobs if isinstance(other, TrainJob))
+    return next((other for other in trainers if other.metadata.name == name), None)

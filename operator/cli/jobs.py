@@ -9,8 +9,8 @@ from pathlib import Path
 import yaml
 
 from torchyard.operator.api.crds import render_crds
-from torchyard.operator.api.jobfile import find_train_job, load_jobs
-from torchyard.operator.api.spec import Job, TestJob, TrainJob
+from torchyard.operator.api.jobfile import load_jobs, train_job_of
+from torchyard.operator.api.spec import Job, TrainJob
 from torchyard.operator.kube.render import render_k8s
 from torchyard.operator.launch.local import run_job
 from torchyard.operator.slurm.render import render_slurm
@@ -93,10 +93,7 @@ def crds_command(args: argparse.Namespace) -> int:
 
 def _train_job(job: Job, jobs: list[Job], train_job_file: Path | None) -> TrainJob | None:
     """The TrainJob a TestJob's fromTrainJob names: from the same file, else from --train-job."""
-    if not isinstance(job, TestJob) or job.spec.from_train_job is None:
-        return None
-    name = job.spec.from_train_job.name
-    found = find_train_job(jobs, name)
-    if found is None and train_job_file is not None:
-        found = find_train_job(load_jobs(train_job_file), name)
+    found = train_job_of(job, jobs)
+    if found is None and job.spec.train_job_name and train_job_file is not None:
+        found = train_job_of(job, load_jobs(train_job_file))
     return found

@@ -19,8 +19,7 @@ from functools import wraps
 from pathlib import Path
 
 from torchyard.contract import workdir
-from torchyard.operator.api.jobfile import find_train_job, load_jobs
-from torchyard.operator.api.spec import Job, TestJob
+from torchyard.operator.api.jobfile import load_jobs, train_job_of
 from torchyard.operator.errors import SlurmError, Unschedulable
 from torchyard.operator.slurm.bridge import (
     SCRIPT,
@@ -94,16 +93,16 @@ def submit_command(args: argparse.Namespace) -> int:
     extra = load_jobs(args.train_job) if args.train_job else []
     if args.dry_run:
         for job in jobs:
-            sys.stdout.write(render_slurm(job, _train_job(job, jobs, extra)))
+            sys.stdout.write(render_slurm(job, train_job_of(job, jobs, extra)))
         return 0
     client = SlurmClient()
     submitted: dict[str, str] = {}  # TrainJob name -> job id, for TestJobs later in the same file
     records = []
     for job in jobs:
         after = None
-        if isinstance(job, TestJob) and job.spec.from_train_job is not None:
-            after = submitted.get(job.spec.from_train_job.name)
-        record = submit_job(job, _train_job(job, jobs, extra), client, after=after)
+        if job.spec.train_job_name is not None:
+            after = submitted.get(job.spec.train_job_name)
+        record = submit_job(job, train_job_of(job, jobs, extra), client, after=after)
         if job.kind == "TrainJob":
             submitted[job.metadata.name] = record.job_id
         records.append(record)
@@ -118,13 +117,6 @@ def submit_command(args: argparse.Namespace) -> int:
     for record in records:
         code = max(code, _wait(args, client, record, follow=args.follow))
     return code
-
-
-def _train_job(job: Job, jobs: list[Job], extra: list[Job]):
-    if not isinstance(job, TestJob) or job.spec.from_train_job is None:
-        return None
-    name = job.spec.from_train_job.name
-    return find_train_job(jobs, name) or find_train_job(extra, name)
 
 
 def _check_startable(args: argparse.Namespace, client: SlurmClient, record: Record) -> None:
