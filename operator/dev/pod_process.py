@@ -13,12 +13,11 @@
 from __future__ import annotations
 
 import re
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-LOCALHOST = "127.0.0.1"
+from torchyard.operator.launch.local import LOCALHOST, free_port
 
 
 @dataclass
@@ -28,12 +27,6 @@ class LocalPod:
     argv: list[str]
     env: dict[str, str]
     directories: list[Path] = field(default_factory=list)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        return sock.getsockname()[1]
 
 
 def expand(value: str, env: dict[str, str]) -> str:
