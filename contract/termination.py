@@ -20,8 +20,18 @@ DEFAULT_PATH = "/dev/termination-log"
 PATH_VARIABLE = "TORCHYARD_TERMINATION_LOG"
 MAX_BYTES = 4096
 _HEADER = ("status", "exitCode", "reason", "message", "retryable")
-# What `encode` writes for a failure a restart cannot fix: a shell script can grep for it without a parser.
-NOT_RETRYABLE_MARK = json.dumps({"retryable": False})[1:-1]
+# What `encode` writes for a failure a restart cannot fix, both present: a shell script greps for them
+# without a parser (a success says retryable false too, and a failed peer after it is worth a retry).
+FINAL_FAILURE_MARKS = (json.dumps({"retryable": False})[1:-1], json.dumps({"status": "failed"})[1:-1])
+
+
+def make_summary(
+    status: str, exit_code: int, reason: str, message: str, retryable: bool, **details: Any
+) -> dict[str, Any]:
+    """The message a run leaves: `status` is succeeded, failed or interrupted; `details` carries metrics,
+    epoch, iter and the checkpoints."""
+    header = dict(zip(_HEADER, (status, exit_code, reason, message, retryable), strict=True))
+    return {**header, **details}
 
 
 def encode(summary: dict[str, Any]) -> str:

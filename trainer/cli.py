@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from torchyard.contract import exitcodes
+from torchyard.contract import exitcodes, termination
 from torchyard.trainer.config import Config, ConfigError
 from torchyard.trainer.dist import LAUNCHERS
 from torchyard.trainer.termination import write_termination_message
@@ -81,8 +81,7 @@ def run_main(main: Callable[[argparse.Namespace], dict], args: argparse.Namespac
 
 
 def _finish(code: int, status: str, reason: str, message: str, retryable: bool, **details) -> int:
-    write_termination_message({"status": status, "exitCode": code, "reason": reason, "message": message,
-                               "retryable": retryable, **details})
+    write_termination_message(termination.make_summary(status, code, reason, message, retryable, **details))
     return code
 
 

@@ -21,7 +21,7 @@ import math
 import shlex
 
 from torchyard.contract.ports import slurm_port_shell
-from torchyard.contract.termination import NOT_RETRYABLE_MARK, PATH_VARIABLE
+from torchyard.contract.termination import FINAL_FAILURE_MARKS, PATH_VARIABLE
 from torchyard.operator.api.quantity import parse_quantity
 from torchyard.operator.api.spec import Job, TrainJob
 from torchyard.operator.launch.command import (
@@ -72,6 +72,9 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
     train_job = check_train_job(job, train_job)
     program = node_program(job, _WORK_DIR, train_job and work_dir_path(train_job))
     derived = f"${{MASTER_PORT:-{slurm_port_shell()}}}"
+    final_failure = " && ".join(
+        f'grep -qF {shlex.quote(mark)} "${PATH_VARIABLE}" 2>/dev/null' for mark in FINAL_FAILURE_MARKS
+    )
     port = str(spec.master_port) if spec.master_port else f'"{derived}"'
     lines = ["#!/bin/bash", *(f"#SBATCH {option}" for option in sbatch_options(job))]
     lines += [
@@ -164,7 +167,7 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
         'if [ "$status" -ne 0 ]; then',
         '  if [ "$stop_requested" = 1 ]; then',
         '    requeue stop "$max_requeues" "stopped at a checkpoint (slurm.maxRequeues)"',
-        f"  elif grep -qF {shlex.quote(NOT_RETRYABLE_MARK)} \"${PATH_VARIABLE}\" 2>/dev/null; then",
+        f"  elif {final_failure}; then",
         '    echo "torchyard: the trainer failed with an error a restart cannot fix: no requeue" >&2',
         "  else",
         '    requeue failure "$backoff_limit" "a trainer failed (exit $status) (backoffLimit)"',

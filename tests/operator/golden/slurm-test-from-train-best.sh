@@ -93,7 +93,7 @@ requeue() {
 if [ "$status" -ne 0 ]; then
   if [ "$stop_requested" = 1 ]; then
     requeue stop "$max_requeues" "stopped at a checkpoint (slurm.maxRequeues)"
-  elif grep -qF '"retryable": false' "$TORCHYARD_TERMINATION_LOG" 2>/dev/null; then
+  elif grep -qF '"retryable": false' "$TORCHYARD_TERMINATION_LOG" 2>/dev/null && grep -qF '"status": "failed"' "$TORCHYARD_TERMINATION_LOG" 2>/dev/null; then
     echo "torchyard: the trainer failed with an error a restart cannot fix: no requeue" >&2
   else
     requeue failure "$backoff_limit" "a trainer failed (exit $status) (backoffLimit)"

@@ -1,0 +1,47 @@
+"""The termination message: what the trainer writes is what every reader (pods, `torchyard run`, the sbatch
+script's grep) understands, within the 4 KiB Kubernetes keeps."""
+
+from __future__ import annotations
+
+import json
+
+from torchyard.contract import exitcodes
+from torchyard.contract.termination import (
+    FINAL_FAILURE_MARKS,
+    MAX_BYTES,
+    Termination,
+    encode,
+    make_summary,
+    retryable,
+)
+
+
+def test_a_config_error_reads_back_as_not_retryable_and_the_script_mark_finds_it():
+    text = encode(make_summary("failed", exitcodes.CONFIG_ERROR, "ConfigError", "bad lr", retryable=False))
+    assert all(mark in text for mark in FINAL_FAILURE_MARKS)
+    message = Termination.parse(text)
+    assert (message.status, message.exit_code, message.reason) == ("failed", 3, "ConfigError")
+    assert not retryable(message, exitcodes.FAILURE)
+
+
+def test_details_travel_beside_the_header():
+    done = make_summary("succeeded", 0, "Completed", "", False, epoch=5, lastCheckpoint="/w/epoch_5.pth")
+    text = encode(done)
+    assert Termination.parse(text).details == {"epoch": 5, "lastCheckpoint": "/w/epoch_5.pth"}
+    # rank 0 succeeded, so a peer that failed after it is worth a retry, for the script as for the operator
+    assert retryable(Termination.parse(text), exitcodes.FAILURE)
+    assert not all(mark in text for mark in FINAL_FAILURE_MARKS)
+
+
+def test_without_a_message_only_usage_and_config_exit_codes_are_final():
+    assert retryable(None, exitcodes.FAILURE) and retryable(None, 137) and retryable(None, None)
+    assert not retryable(None, exitcodes.CONFIG_ERROR) and not retryable(None, exitcodes.USAGE_ERROR)
+    assert retryable(Termination(message="Killed"), exitcodes.FAILURE)  # a log tail: no word on retrying
+
+
+def test_a_long_message_is_cut_to_fit_and_metrics_go_first():
+    metrics = {f"class_{i}": 0.5 for i in range(500)}
+    text = encode(make_summary("failed", 1, "RuntimeError", "x" * 10_000, True, metrics=metrics))
+    data = json.loads(text)
+    assert len(text.encode()) <= MAX_BYTES
+    assert data["metrics"] == {} and data["metricsTruncated"] and data["message"].endswith("...")
