@@ -9,12 +9,13 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import NoReturn
 
 from torchyard.contract import exitcodes, termination
+from torchyard.contract.launchers import LAUNCHERS
 from torchyard.trainer.config import Config, ConfigError
-from torchyard.trainer.dist import LAUNCHERS
 from torchyard.trainer.termination import write_termination_message
 
 
@@ -30,6 +31,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     # --local-rank / --local_rank: passed by torch.distributed.launch
     parser.add_argument("--local-rank", "--local_rank", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--debug", action="store_true", help="show full trace-backs on errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('torchyard')}")
 
 
 def load_config(args: argparse.Namespace) -> Config:

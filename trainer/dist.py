@@ -15,10 +15,9 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from torchyard.contract.launchers import LAUNCHERS
 from torchyard.contract.ports import DEFAULT_MASTER_PORT, slurm_port
 from torchyard.trainer.config import ConfigError
-
-LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
 
 
 @dataclass(frozen=True)

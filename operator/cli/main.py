@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib import metadata
 
 from torchyard.operator.errors import RenderError, SpecError
 
@@ -35,6 +36,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Run PyTorch distributed training and evaluation the same way on a laptop, "
         "Kubernetes and Slurm, from one TrainJob/TestJob file.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('torchyard')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module, names in COMMAND_GROUPS.items():
         if command is None or command in names:

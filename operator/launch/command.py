@@ -12,6 +12,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+from torchyard.contract.launchers import TORCHRUN
 from torchyard.contract.workdir import POINTERS
 from torchyard.operator.api.spec import Job, TestJob, TrainJob
 from torchyard.operator.errors import RenderError
@@ -51,7 +52,7 @@ def program_args(job: Job, work_dir: str, checkpoint: Checkpoint | None = None) 
     if spec.command is not None:
         return list(spec.command)
     if isinstance(job, TrainJob):
-        args = ["-m", TRAIN_MODULE, spec.config, "--launcher", "pytorch", "--work-dir", work_dir]
+        args = ["-m", TRAIN_MODULE, spec.config, "--launcher", TORCHRUN, "--work-dir", work_dir]
         if spec.resume == "auto":
             args.append("--resume")
         elif spec.resume != "never":
@@ -63,7 +64,7 @@ def program_args(job: Job, work_dir: str, checkpoint: Checkpoint | None = None) 
         if checkpoint is None:
             raise RenderError("a TestJob needs its checkpoint resolved (see test_checkpoint)")
         args = ["-m", TEST_MODULE, spec.config, checkpoint.path]
-        args += ["--launcher", "pytorch", "--work-dir", work_dir]
+        args += ["--launcher", TORCHRUN, "--work-dir", work_dir]
         args += ["--out", posixpath.join(work_dir, spec.out)] if spec.out else []  # absolute stays absolute
     return args + (["--cfg-options", *spec.cfg_options] if spec.cfg_options else [])
 

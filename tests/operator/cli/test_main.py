@@ -78,3 +78,14 @@ def test_crds_to_stdout_and_folder(tmp_path, capsys, repo):
     assert main(["crds", "--out", str(tmp_path)]) == 0
     for path in (repo / "crds").iterdir():
         assert (tmp_path / path.name).read_text() == path.read_text()
+
+
+def test_version(capsys):
+    from importlib import metadata
+
+    from torchyard.operator.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"torchyard {metadata.version('torchyard')}"
