@@ -14,7 +14,6 @@ from torchyard.operator.api.spec import (
     Phase,
     TestJob,
     TrainJob,
-    job_path,
     load_job,
 )
 from torchyard.operator.errors import SpecError
@@ -30,6 +29,5 @@ __all__ = [
     "SpecError",
     "TestJob",
     "TrainJob",
-    "job_path",
     "load_job",
 ]

@@ -643,12 +643,6 @@ KINDS: dict[str, Kind] = {
 }
 
 
-def job_path(kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
-    """The REST path of a job, of its collection (no name), or of its subresource (`sub`: status)."""
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{KINDS[kind].plural}"
-    return path + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
-
-
 def load_job(data: Any, source: str = "") -> Job:
     """Validate one parsed YAML document into a TrainJob or TestJob; SpecError names every bad field."""
     if not isinstance(data, dict):

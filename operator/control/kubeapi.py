@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 import kopf
 
+from torchyard.operator.api.spec import API_VERSION, KINDS
 from torchyard.operator.errors import ApiError
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -47,6 +48,11 @@ def resource_path(
     parts += [name] if name else []
     parts += [sub] if sub else []
     return "/" + "/".join(parts)
+
+
+def job_path(kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+    """The REST path of a TrainJob/TestJob, of its collection (no name), or of its subresource (`sub`)."""
+    return resource_path(API_VERSION, KINDS[kind].plural, namespace, name, sub)
 
 
 class KubeApi:

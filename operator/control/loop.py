@@ -24,9 +24,9 @@ import aiohttp
 import kopf
 
 from torchyard.operator.api import conditions as c
-from torchyard.operator.api.spec import TrainJob, job_path, load_job
+from torchyard.operator.api.spec import TrainJob, load_job
 from torchyard.operator.control.decide import Decision, rejected
-from torchyard.operator.control.kubeapi import KubeApi
+from torchyard.operator.control.kubeapi import KubeApi, job_path
 from torchyard.operator.control.metrics import Metrics
 from torchyard.operator.errors import ApiError, SpecError
 

@@ -79,7 +79,9 @@ class PodJob:
         loop = self.loop
         observed = [p for p in loop.index("pods_by_job", loop.key) if isinstance(p, PodState)]
         pods = self.expectations.apply(observed)
-        report_grace = loop.state.config.report_grace or decide.REPORT_GRACE_SECONDS
+        report_grace = loop.state.config.report_grace
+        if report_grace is None:
+            report_grace = decide.REPORT_GRACE_SECONDS
         decision = decide.decide(job, loop.status, pods, now, train_job, train_status, report_grace)
         await self._apply(decision, {p.name: p for p in pods})
         for reason, problems in ((c.CHILD_CONFLICT, self.conflicts), (c.CREATE_REFUSED, self.refused)):

@@ -81,6 +81,7 @@ def decide(
     if stage is Stage.SUSPENDED:
         b.remove(pods)
         _count(b, [p for p in pods if p.attempt == attempt])
+        return b.d
     if stage is not Stage.RUN:
         b.stop(pods)  # what still runs; a finished job keeps its exited pods (their logs) until its TTL
         return b.d

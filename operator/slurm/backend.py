@@ -29,8 +29,9 @@ import kopf
 
 from torchyard.contract import workdir
 from torchyard.operator.api import conditions as c
-from torchyard.operator.api.spec import GROUP, KINDS, VERSION, Job, TestJob, TrainJob, job_path
+from torchyard.operator.api.spec import GROUP, KINDS, VERSION, Job, TestJob, TrainJob
 from torchyard.operator.control.decide import TERMINAL, Decision, rejected
+from torchyard.operator.control.kubeapi import job_path
 from torchyard.operator.control.loop import JobKey, JobLoop, OperatorState
 from torchyard.operator.errors import RenderError, SlurmError
 from torchyard.operator.launch.command import work_dir_path

@@ -31,9 +31,8 @@ from typing import Any
 
 import kopf
 
-from torchyard.operator.api.spec import job_path
 from torchyard.operator.control.handlers import build_registry, memo_for
-from torchyard.operator.control.kubeapi import KubeApi, list_watch, resource_path
+from torchyard.operator.control.kubeapi import KubeApi, job_path, list_watch, resource_path
 from torchyard.operator.control.loop import OperatorConfig
 from torchyard.operator.dev.local_cluster import LocalControlPlane
 from torchyard.operator.dev.node import NodeHeartbeat, node_manifest, rfc3339

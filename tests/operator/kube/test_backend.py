@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from torchyard.operator.api.spec import job_path
-from torchyard.operator.control.kubeapi import resource_path
+from torchyard.operator.control.kubeapi import job_path, resource_path
 
 from ..jobs import TEST, make
 from ..operator_harness import running_cluster, running_operator, termination, train_job

@@ -18,8 +18,8 @@ from typing import Any
 import kopf
 import pytest
 
-from torchyard.operator.api.spec import job_path
 from torchyard.operator.control.handlers import build_registry, memo_for
+from torchyard.operator.control.kubeapi import job_path
 from torchyard.operator.control.loop import OperatorConfig
 from torchyard.operator.slurm.backend import ANNOTATION, SlurmBackend
 
