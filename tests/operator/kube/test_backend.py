@@ -300,7 +300,11 @@ async def test_metrics_and_healthz():
         assert f'torchyard_jobs_succeeded_total{{kind="TrainJob",namespace="{cluster.ns}"}} 1.0' in text
         assert f'torchyard_jobs{{kind="TrainJob",namespace="{cluster.ns}",phase="Succeeded"}} 1.0' in text
         assert "torchyard_reconcile_duration_seconds_count" in text
-        reasons = [e["reason"] for e in await cluster.events("digits-mlp")]
+        async def completed_told() -> list | None:  # kopf posts events in the background, after the status
+            reasons = [e["reason"] for e in await cluster.events("digits-mlp")]
+            return reasons if "Completed" in reasons else None
+
+        reasons = await cluster.wait(completed_told, what="a Completed event")
         assert reasons[:3] == ["PodsCreated", "AllNodesRunning", "Completed"]
 
 
