@@ -5,6 +5,13 @@ pointer files `last_checkpoint` and `best_checkpoint`, each holding the absolute
 Every file is written to a hidden temp file and renamed into place, so a crash or a full disk leaves
 either the old file or the new one, never a torn one.
 
+Each checkpoint has a digest beside it, ``epoch_3.pth.sha256`` (``sha256sum -c`` reads it), written before
+a pointer names the checkpoint (by the syncing thread, in the background). Every load verifies it: torch
+reads a flipped byte inside tensor data without complaint, and a resume must not continue from silently
+damaged weights. Rotation and resume order
+checkpoints by the position stored in them (``meta.epoch``, ``meta.iter``, as mmengine writes it), never by
+the number in the file name: ``iter_60.pth`` from a graceful stop is older than ``epoch_4.pth``.
+
 With ``sync_in_background=True`` (the Runner's choice) `save` returns once the bytes are written and renamed
 into place: training goes on while a thread fsyncs the file and its directory, and only then moves the
 pointer file and rotates. A pointer therefore always names a durable checkpoint; a power loss in that window
@@ -15,6 +22,7 @@ can tear only the newest file, which the pointer does not name yet and `load_res
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import pickle
@@ -36,6 +44,15 @@ _STALE_TEMP = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be written, found or read; the message says which file and what to do."""
+
+    retryable = False  # the same run would fail the same way: a wrong path, a refused type
+
+
+class OutOfSpaceError(CheckpointError):
+    """The work dir's file system is full. Space can come back (a cleanup, a quota raised), so a restarted
+    run that resumes from the previous checkpoint may well succeed."""
+
+    retryable = True
 
 
 class CorruptCheckpointError(CheckpointError):
@@ -61,7 +78,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Load a checkpoint with `weights_only=True`; never falls back to unrestricted pickle loading."""
     path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return _load_verified(path, map_location)
+    except CheckpointError:
+        raise
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path}; check the path or the work_dir") from None
     except (PermissionError, IsADirectoryError) as exc:
@@ -95,6 +114,7 @@ class CheckpointManager:
         self._syncer: ThreadPoolExecutor | None = None  # one thread, reused: starting one per save costs more
         self._pending: Future | None = None
         self._swept = False
+        self._positions: dict[str, tuple[int, int] | None] = {}  # file name -> (epoch, iter) stored in it
 
     def save(self, state: dict, filename: str) -> Path:
         def publish() -> None:
@@ -102,6 +122,7 @@ class CheckpointManager:
             self._rotate()
 
         path = self._prepare(filename)
+        self._positions[filename] = _position(state)
         self._write(state, path, LAST_POINTER, publish)
         return path
 
@@ -112,7 +133,7 @@ class CheckpointManager:
             self._point(BEST_POINTER, path)
             last = self._follow(LAST_POINTER)
             if previous is not None and not _same(previous, path) and not _same(previous, last):
-                previous.unlink(missing_ok=True)
+                self._remove(previous)
                 self.logger.info("removed previous best checkpoint %s", previous)
 
         path = self._prepare(filename)
@@ -161,13 +182,14 @@ class CheckpointManager:
     ) -> None:
         try:
             _fsync(path)
+            _write_digest(path, durable=False)
+            _fsync(digest_path(path))
             _fsync(path.parent)
         except OSError as exc:
-            path.unlink(missing_ok=True)  # not durable, maybe torn: never where a resume would pick it up
-            raise CheckpointError(
-                f"could not write checkpoint {path} to disk: {_reason(exc)}; {_intact(previous())}; "
-                f"{_advice(exc)}"
-            ) from exc
+            size = path.stat().st_size if path.is_file() else 0
+            self._remove(path)  # not durable, maybe torn: never where a resume would pick it up
+            what = f"could not write checkpoint {path} to disk"
+            raise _write_error(what, path, exc, size, _intact(previous())) from exc
         try:
             publish()
         except CheckpointError:
@@ -216,17 +238,24 @@ class CheckpointManager:
         try:
             _atomic_write(self.work_dir / pointer, lambda f: f.write(str(path).encode()))
         except OSError as exc:
-            raise CheckpointError(
-                f"saved {path} but could not update {self.work_dir / pointer}: {_reason(exc)}; {_advice(exc)}"
-            ) from exc
+            target = self.work_dir / pointer
+            raise _write_error(f"saved {path} but could not update {target}", target, exc, 0, None) from exc
 
     def _rotated(self) -> list[Path]:
-        """epoch_*.pth / iter_*.pth in the work dir, oldest first."""
-        numbered = []
-        for path in self.work_dir.glob("*.pth"):
-            if match := _ROTATED.fullmatch(path.name):
-                numbered.append((int(match[2]), match[1], path))
-        return [path for *_, path in sorted(numbered)]
+        """epoch_*.pth / iter_*.pth in the work dir, oldest first by the position stored in each. One whose
+        position cannot be read (torn, or not a training checkpoint) counts as the oldest."""
+        paths = [path for path in self.work_dir.glob("*.pth") if _ROTATED.fullmatch(path.name)]
+        return sorted(paths, key=lambda path: (self._position_of(path) or (-1, -1), path.name))
+
+    def _position_of(self, path: Path) -> tuple[int, int] | None:
+        if path.name not in self._positions:
+            self._positions[path.name] = _read_position(path)
+        return self._positions[path.name]
+
+    def _remove(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        digest_path(path).unlink(missing_ok=True)
+        self._positions.pop(path.name, None)
 
     def _rotate(self) -> None:
         if self.max_keep_ckpts < 1:
@@ -236,7 +265,7 @@ class CheckpointManager:
         protected = [self._follow(LAST_POINTER), self._follow(BEST_POINTER)]
         for old in self._rotated()[: -self.max_keep_ckpts]:
             if not any(_same(old, p) for p in protected):
-                old.unlink(missing_ok=True)
+                self._remove(old)
                 self.logger.info("removed old checkpoint %s (max_keep_ckpts=%d)", old, self.max_keep_ckpts)
 
 
@@ -265,23 +294,146 @@ def resolve_checkpoint(path_or_dir: str | os.PathLike, which: str = "best") -> P
     )
 
 
+def digest_path(checkpoint: Path) -> Path:
+    return checkpoint.with_name(f"{checkpoint.name}.sha256")
+
+
 def _save(state: dict, path: Path, previous: Callable[[], Path | None], durable: bool = True) -> None:
-    """`previous()` names the checkpoint a failure leaves in place, for the error message."""
+    """Write the checkpoint, and its digest when `durable` (else the syncing thread writes the digest).
+    `previous()` names the checkpoint a failure leaves in place, for the error message."""
+
+    def forget_old_digest() -> None:
+        # Until the new digest is written, a crash leaves the new file unverified, never flagged corrupt
+        # by the digest of the file it replaced.
+        digest_path(path).unlink(missing_ok=True)
+
     try:
-        _atomic_write(path, lambda f: torch.save(state, f), durable)
+        _atomic_write(path, lambda f: torch.save(state, f), durable, before_replace=forget_old_digest)
+        if durable:
+            _write_digest(path, durable=True)
     except Exception as exc:
-        # torch.save turns the OSError of a failed write (e.g. ENOSPC) into a vague RuntimeError.
-        cause = _os_error_in(exc) or exc
-        raise CheckpointError(
-            f"could not write checkpoint {path}: {_reason(cause)}; {_intact(previous())}; {_advice(cause)}"
-        ) from exc
+        what = f"could not write checkpoint {path}"
+        raise _write_error(what, path, exc, _tensor_bytes(state), _intact(previous())) from exc
+
+
+def _write_digest(path: Path, durable: bool) -> None:
+    """Hash the file as written (from the page cache, just after the write) into ``<name>.sha256``."""
+    line = f"{_sha256_of(path)}  {path.name}\n".encode()
+    _atomic_write(digest_path(path), lambda f: f.write(line), durable)
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(16 << 20):
+            digest.update(chunk)  # hashlib releases the GIL on large buffers: training goes on meanwhile
+    return digest.hexdigest()
+
+
+def _expected_digest(path: Path) -> str | None:
+    sidecar = digest_path(path)
+    try:
+        return sidecar.read_text().split()[0].lower()
+    except FileNotFoundError:
+        return None  # saved by another tool or an older torchyard: nothing to check against
+    except (OSError, UnicodeDecodeError, IndexError):
+        raise CorruptCheckpointError(
+            path, f"its digest file {sidecar.name} is unreadable; delete that file to load it unverified"
+        ) from None
+
+
+def _load_verified(path: Path, map_location: str | torch.device) -> dict:
+    expected = _expected_digest(path)
+    if expected is None:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    # Hash while torch reads: both come from the page cache, and the hash no longer doubles the load time.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-verify") as pool:
+        actual = pool.submit(_sha256_of, path)
+        state = torch.load(path, map_location=map_location, weights_only=True)
+        if actual.result() != expected:
+            raise CorruptCheckpointError(
+                path, f"its SHA-256 does not match {digest_path(path).name}: the file changed after it was "
+                "saved"
+            )
+    return state
+
+
+def _position(state: dict) -> tuple[int, int] | None:
+    meta = state.get("meta") if isinstance(state, dict) else None
+    if not isinstance(meta, dict):
+        return None
+    epoch, iteration = meta.get("epoch"), meta.get("iter")
+    if not isinstance(epoch, int) or not isinstance(iteration, int):
+        return None
+    return epoch, iteration
+
+
+def _read_position(path: Path) -> tuple[int, int] | None:
+    """The position a checkpoint holds, reading only its pickle: mmap leaves the tensor data on disk."""
+    try:
+        return _position(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+    except Exception:  # torn, foreign or unreadable: the caller ranks it oldest
+        return None
+
+
+def _tensor_bytes(value: object) -> int:
+    """What a state's tensors occupy: close to the size of its checkpoint, which has no size before it is
+    written. Shared storages count once, as torch.save writes them once."""
+    seen: dict[tuple, int] = {}
+
+    def walk(item: object) -> None:
+        if isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            seen[(storage.device.type, storage.data_ptr())] = storage.nbytes()
+        elif isinstance(item, dict):
+            for child in item.values():
+                walk(child)
+        elif isinstance(item, (list, tuple)):
+            for child in item:
+                walk(child)
+
+    walk(value)
+    return sum(seen.values())
+
+
+def _write_error(
+    what: str, target: Path, exc: BaseException, needed: int, intact: str | None
+) -> CheckpointError:
+    # torch.save turns the OSError of a failed write (e.g. ENOSPC) into a vague RuntimeError.
+    cause = _os_error_in(exc) or exc
+    kept = f"; {intact}" if intact else ""
+    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        need = f"the save needs about {_mib(needed)}, " if needed else ""
+        return OutOfSpaceError(
+            f"{what}: {_reason(cause)} ({need}{_free_space(target.parent)}){kept}; free space or set a "
+            "different work_dir. The run exits as retryable: a restarted job resumes from the previous "
+            "checkpoint"
+        )
+    return CheckpointError(f"{what}: {_reason(cause)}{kept}; {_advice(cause)}")
+
+
+def _free_space(directory: Path) -> str:
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return "the free space is unknown"
+    return f"{_mib(stats.f_bavail * stats.f_frsize)} is free in {directory}"
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
 
 
 def _intact(previous: Path | None) -> str:
     return f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object], durable: bool = True) -> None:
+def _atomic_write(
+    path: Path,
+    write: Callable[[BinaryIO], object],
+    durable: bool = True,
+    before_replace: Callable[[], None] | None = None,
+) -> None:
     """Write via a temp file beside `path`, then rename it over `path`: readers see old or new, never torn.
     `durable`: fsync the file before the rename and the directory after it (else the caller does)."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -292,6 +444,8 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], object], durable: bool
             f.flush()
             if durable:
                 os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -71,6 +71,8 @@ def run_main(main: Callable[[argparse.Namespace], dict], args: argparse.Namespac
         if debug:
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
+        if getattr(err, "retryable", False):  # a full disk: space can come back, the same config can succeed
+            return _finish(exitcodes.FAILURE, "failed", type(err).__name__, str(err), retryable=True)
         return _finish(exitcodes.CONFIG_ERROR, "failed", type(err).__name__, str(err), retryable=False)
     except TrainingInterrupted as stop:
         print(f"stopped: {stop}", file=sys.stderr)

@@ -3,8 +3,9 @@
 - the newest checkpoint truncated on disk: `--resume` says so, falls back to the previous one, finishes,
   and the result is bit-identical to an uninterrupted run;
 - the disk fills up during a checkpoint write (a real 48 MiB tmpfs as the work dir; where mounting is not
-  permitted, ENOSPC simulated at the write call): exit code 3, one line naming the file and "No space left",
-  no trace-back, and the previous checkpoint and last_checkpoint intact and loadable.
+  permitted, ENOSPC simulated at the write call): exit code 1 and a termination message saying retryable
+  (space can come back), one line naming the file, "No space left" and the space the save needs, no
+  trace-back, the previous checkpoint and last_checkpoint intact, and a resume from them once there is space.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from torchyard.contract import exitcodes
+from torchyard.contract import exitcodes, termination
 
 from ..trainer.runner_helpers import (
     assert_same_training_state,
@@ -120,15 +121,19 @@ def test_full_disk_during_a_checkpoint_write_is_one_clear_error_and_keeps_the_pr
             how = f"a real tmpfs at {mount_point}" if mount_point else "simulated ENOSPC"
             print(f"\n[disk full] {how}")
         config = write_config(tmp_path / "cfg.py", _cfg(work_dir, hooks=hooks), module)
-        result = run_trainer(tmp_path, config)
+        message_file = tmp_path / "termination-log"
+        result = run_trainer(tmp_path, config, env={termination.PATH_VARIABLE: str(message_file)})
 
-        assert result.returncode == exitcodes.CONFIG_ERROR, result.stdout[-2000:] + result.stderr[-3000:]
+        assert result.returncode == exitcodes.FAILURE, result.stdout[-2000:] + result.stderr[-3000:]
+        told = termination.Termination.parse(message_file.read_text())
+        assert told.retryable and told.reason == "OutOfSpaceError", message_file.read_text()
         assert "Traceback" not in result.stderr, result.stderr[-3000:]
         assert "Logging error" not in result.stderr, result.stderr[-3000:]
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1, result.stderr[-3000:]
         assert str(work_dir / "iter_20.pth") in errors[0]
         assert os.strerror(errno.ENOSPC) in errors[0] and "No space left" in errors[0]
+        assert "(the save needs about " in errors[0] and " MiB is free in " in errors[0]
         assert f"the previous checkpoint {work_dir / 'iter_10.pth'} is intact" in errors[0]
 
         (work_dir / "filler.bin").unlink(missing_ok=True)

@@ -101,12 +101,14 @@ FAULT_HOOKS = textwrap.dedent('''
 ''')
 
 
-def run_trainer(tmp_path: Path, config: Path, *args: str, nproc: int = 1) -> subprocess.CompletedProcess:
+def run_trainer(
+    tmp_path: Path, config: Path, *args: str, nproc: int = 1, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     if nproc == 1:
         command = [str(BIN / "torchyard-train"), str(config)]
     else:
         command = [str(BIN / "torchrun"), "--standalone", f"--nproc-per-node={nproc}", "-m",
                    "torchyard.trainer.train", str(config), "--launcher", "pytorch"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([*command, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)

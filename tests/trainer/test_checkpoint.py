@@ -108,23 +108,110 @@ def test_a_refused_type_is_reported_not_loaded_unsafely(tmp_path: Path) -> None:
     assert "another tool" in str(err.value)
 
 
-def test_rotation_orders_by_number_and_keeps_the_best(tmp_path: Path) -> None:
+def _at(epoch: int, iteration: int, **extra) -> dict:
+    """A state holding its position as the Runner (and mmengine) store it."""
+    return {"meta": {"epoch": epoch, "iter": iteration}, **extra}
+
+
+def test_rotation_orders_by_position_and_keeps_the_best(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path, max_keep_ckpts=2)
-    # 500 sorts after 2000 as text, so this catches ordering by name instead of number.
+    # 500 sorts after 2000 as text, so this catches ordering by name instead of position.
     for it in (500, 1000, 1500, 2000):
-        manager.save({"iter": it}, f"iter_{it}.pth")
+        manager.save(_at(0, it), f"iter_{it}.pth")
         if it == 500:
-            manager.save_best({"iter": it}, "best_acc_iter_500.pth")
+            manager.save_best(_at(0, it), "best_acc_iter_500.pth")
 
     names = sorted(p.name for p in tmp_path.glob("*.pth"))
     assert names == ["best_acc_iter_500.pth", "iter_1500.pth", "iter_2000.pth"]
 
 
+def test_rotation_orders_by_the_stored_position_not_the_number_in_the_name(tmp_path: Path) -> None:
+    """20 iterations per epoch; a graceful stop at iteration 50 saved iter_50.pth, then the run resumed.
+    By name number, iter_50 would look newest forever and epoch_3 would be deleted in its place."""
+    manager = CheckpointManager(tmp_path, max_keep_ckpts=2)
+    for epoch in (1, 2):
+        manager.save(_at(epoch, epoch * 20), f"epoch_{epoch}.pth")
+    manager.save(_at(2, 50), "iter_50.pth")
+    for epoch in (3, 4):
+        manager.save(_at(epoch, epoch * 20), f"epoch_{epoch}.pth")
+
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["epoch_3.pth", "epoch_4.pth"]
+    assert sorted(p.name for p in tmp_path.glob("*.sha256")) == ["epoch_3.pth.sha256", "epoch_4.pth.sha256"]
+
+
+def test_resume_falls_back_to_the_newest_by_stored_position(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for epoch in (1, 2):
+        CheckpointManager(tmp_path).save(_at(epoch, epoch * 20), f"epoch_{epoch}.pth")
+    CheckpointManager(tmp_path).save(_at(1, 30), "iter_30.pth")  # stopped early in a run restarted from 1
+    CheckpointManager(tmp_path).save(_at(3, 60), "epoch_3.pth")
+    (tmp_path / "epoch_3.pth").write_bytes(b"torn")
+
+    with caplog.at_level(logging.WARNING):
+        path, state = CheckpointManager(tmp_path).load_resumable()
+
+    assert path == tmp_path / "epoch_2.pth" and state == _at(2, 40)
+    assert f"falling back to {tmp_path / 'epoch_2.pth'}" in caplog.text
+
+
+def _flip_a_byte_of(path: Path, tensor: torch.Tensor) -> None:
+    data = bytearray(path.read_bytes())
+    offset = data.find(tensor.numpy().tobytes())
+    assert offset >= 0, "the tensor's bytes are stored as they are in memory"
+    data[offset + 5] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_byte_in_tensor_data_is_caught_by_the_digest(tmp_path: Path) -> None:
+    weights = torch.arange(1000, dtype=torch.float32)
+    path = save_checkpoint({"w": weights}, tmp_path / "epoch_1.pth")
+    assert (tmp_path / "epoch_1.pth.sha256").read_text().endswith("  epoch_1.pth\n")
+    check = subprocess.run(["sha256sum", "--check", "--quiet", "epoch_1.pth.sha256"], cwd=tmp_path)
+    assert check.returncode == 0
+    _flip_a_byte_of(path, weights)
+
+    with pytest.raises(CheckpointError, match=r"SHA-256 does not match epoch_1\.pth\.sha256"):
+        load_checkpoint(path)
+
+
+def test_resume_falls_back_past_a_checkpoint_whose_digest_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = CheckpointManager(tmp_path)
+    weights = torch.arange(1000, dtype=torch.float32)
+    first = manager.save(_at(1, 10, w=weights), "epoch_1.pth")
+    second = manager.save(_at(2, 20, w=weights + 1), "epoch_2.pth")
+    _flip_a_byte_of(second, weights + 1)
+
+    with caplog.at_level(logging.WARNING):
+        path, state = manager.load_resumable()
+
+    assert path == first and torch.equal(state["w"], weights)
+    assert f"checkpoint {second} is corrupt (its SHA-256 does not match" in caplog.text
+    assert f"falling back to {first}" in caplog.text
+
+
+def test_an_overwritten_checkpoint_gets_the_new_digest(tmp_path: Path) -> None:
+    path = save_checkpoint({"w": torch.zeros(3)}, tmp_path / "epoch_1.pth")
+    save_checkpoint({"w": torch.ones(3)}, path)  # a fresh run in an old work dir
+
+    assert torch.equal(load_checkpoint(path)["w"], torch.ones(3))
+
+
+def test_an_unreadable_digest_file_says_how_to_load_unverified(tmp_path: Path) -> None:
+    path = save_checkpoint({"w": torch.zeros(3)}, tmp_path / "epoch_1.pth")
+    (tmp_path / "epoch_1.pth.sha256").write_text("")
+
+    with pytest.raises(CheckpointError, match=r"digest file epoch_1\.pth\.sha256 is unreadable; delete that"):
+        load_checkpoint(path)
+
+
 def test_rotation_never_deletes_what_best_points_to(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path, max_keep_ckpts=2)
-    manager.save_best({"epoch": 1}, "epoch_1.pth")
+    manager.save_best(_at(1, 10), "epoch_1.pth")
     for epoch in range(2, 6):
-        manager.save({"epoch": epoch}, f"epoch_{epoch}.pth")
+        manager.save(_at(epoch, epoch * 10), f"epoch_{epoch}.pth")
 
     assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["epoch_1.pth", "epoch_4.pth", "epoch_5.pth"]
     assert manager.best() == tmp_path / "epoch_1.pth"
@@ -133,10 +220,10 @@ def test_rotation_never_deletes_what_best_points_to(tmp_path: Path) -> None:
 def test_rotation_keeps_the_checkpoint_just_saved_even_if_older_numbers_exist(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path, max_keep_ckpts=1)
     for epoch in (7, 8):
-        manager.save({"epoch": epoch}, f"epoch_{epoch}.pth")
-    manager.save({"epoch": 1}, "epoch_1.pth")  # a fresh run in the old work dir
+        manager.save(_at(epoch, epoch * 10), f"epoch_{epoch}.pth")
+    manager.save(_at(1, 10), "epoch_1.pth")  # a fresh run in the old work dir
 
-    assert manager.load_resumable() == (tmp_path / "epoch_1.pth", {"epoch": 1})
+    assert manager.load_resumable() == (tmp_path / "epoch_1.pth", _at(1, 10))
 
 
 def test_save_best_replaces_the_previous_best(tmp_path: Path) -> None:
@@ -193,11 +280,14 @@ def test_full_disk_keeps_the_previous_checkpoint_and_pointer(
 
     message = str(err.value)
     assert f"could not write checkpoint {tmp_path / 'epoch_2.pth'}: {NO_SPACE}" in message
+    assert "(the save needs about 0.4 MiB, " in message and f"MiB is free in {tmp_path})" in message
     assert f"the previous checkpoint {first} is intact" in message
     assert "free space or set a different work_dir" in message
+    assert err.value.retryable, "space can come back: the job must be retried"
     assert manager.last() == first
     assert load_checkpoint(first) == {"epoch": 1}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_1.pth", "last_checkpoint"]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["epoch_1.pth", "epoch_1.pth.sha256", "last_checkpoint"]
 
 
 @pytest.mark.parametrize("fill_disk", FILL_DISK)
@@ -211,8 +301,8 @@ def test_full_disk_leaves_an_overwritten_file_intact(
         save_checkpoint({"epoch": 2, "w": torch.zeros(100_000)}, path)
     monkeypatch.undo()
 
-    assert load_checkpoint(path) == {"epoch": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["latest.pth"]
+    assert load_checkpoint(path) == {"epoch": 1}  # its digest still matches
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pth", "latest.pth.sha256"]
 
 
 def test_background_sync_publishes_a_checkpoint_once_it_is_on_disk(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import torchyard.trainer.tasks  # noqa: F401 - registers DigitsFeatureNet, the default extractor
+from torchyard.trainer.checkpoint import save_checkpoint
 from torchyard.trainer.config import ConfigError
 from torchyard.trainer.dist import DistEnv
 from torchyard.trainer.evaluation import BaseMetric, Evaluator
@@ -147,7 +148,7 @@ def test_real_statistics_are_cached_and_the_cache_is_used(tmp_path):
     torch.testing.assert_close(stored["mean"], real.mean(dim=0), rtol=1e-12, atol=1e-12)
 
     # Shift the cached mean: a run that reads the cache sees exactly that shift, in FID's first term.
-    torch.save({**stored, "mean": stored["mean"] + 0.5}, cache)
+    save_checkpoint({**stored, "mean": stored["mean"] + 0.5}, cache)  # with a fresh digest: a deliberate edit
     second = evaluate(FrechetInceptionDistance(extractor=IDENTITY, real_stats_cache=str(cache)), real, fake)
 
     diff = fake.mean(dim=0) - real.mean(dim=0)
