@@ -2,7 +2,9 @@
 
     TorchyardError                 the base: catch it to catch any of these
     ├── SpecError (ValueError)     a job file or object is invalid; `problems` lists (field path, message).
-    │                              The CLI prints it and exits 2; the operator fails the job (InvalidSpec).
+    │   │                          The CLI prints it and exits 2; the operator fails the job (InvalidSpec).
+    │   └── NotAllowed             valid, but this operator's policy refuses it: a field would reach beyond
+    │                              the job's namespace (a path, an sbatch option). The job fails (NotAllowed).
     ├── RenderError (ValueError)   a valid job cannot run on this backend as given (a TestJob without its
     │                              TrainJob, a work dir it cannot reach); handled like SpecError.
     ├── ApiError                   the Kubernetes API server answered with an error (`status`, `reason`).
@@ -18,7 +20,15 @@ contract (torchyard.contract.exitcodes, torchyard.contract.termination).
 
 from __future__ import annotations
 
-__all__ = ["ApiError", "RenderError", "SlurmError", "SpecError", "TorchyardError", "Unschedulable"]
+__all__ = [
+    "ApiError",
+    "NotAllowed",
+    "RenderError",
+    "SlurmError",
+    "SpecError",
+    "TorchyardError",
+    "Unschedulable",
+]
 
 
 class TorchyardError(Exception):
@@ -33,6 +43,16 @@ class SpecError(TorchyardError, ValueError):
         where = f"{source}: " if source else ""
         lines = [f"{path or '(top level)'}: {message}" for path, message in problems]
         super().__init__(f"{where}invalid job spec\n  " + "\n  ".join(lines))
+
+
+class NotAllowed(SpecError):
+    """The spec is valid, but the operator's policy refuses what a field names; `problems` says which."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "") -> None:
+        self.problems = problems
+        where = f"{source}: " if source else ""
+        lines = [f"{path}: {message}" for path, message in problems]
+        TorchyardError.__init__(self, f"{where}not allowed by this operator\n  " + "\n  ".join(lines))
 
 
 class RenderError(TorchyardError, ValueError):

@@ -20,6 +20,7 @@ SUCCEEDED, FAILED, SUSPENDED = "Succeeded", "Failed", "Suspended"
 COMPLETED = "Completed"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 INVALID_SPEC = "InvalidSpec"
+NOT_ALLOWED = "NotAllowed"  # valid, but the operator's policy refuses a field (errors.NotAllowed)
 WAITING_FOR_TRAIN_JOB = "WaitingForTrainJob"
 TRAIN_JOB_FAILED = "TrainJobFailed"
 JOB_SUSPENDED = "Suspended"
@@ -28,6 +29,7 @@ METRIC_NOT_FINITE = "MetricNotFinite"  # an event: a metric left out of status.m
 
 # Reasons of the pod backend.
 PODS_CREATED = "PodsCreated"
+CREATING_PODS = "CreatingPods"  # a large gang, created in batches; none of its ranks counts as lost yet
 CHILD_CONFLICT = "ChildConflict"
 CREATE_REFUSED = "CreateRefused"  # the API server refused a pod or the Service (403, 422, quota, admission)
 PODS_STUCK_TERMINATING = "PodsStuckTerminating"

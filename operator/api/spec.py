@@ -41,6 +41,11 @@ GPU_RESOURCE = "nvidia.com/gpu"
 MAX_DNS_LABEL = 63
 # Pod hostnames are `<job>-node-<rank>`; they and the Service name `<job>` must be DNS-1035 labels.
 NODE_INFIX = "-node-"
+# Upper bounds the API server enforces (they are in the CRD): one job must never render more than the shared
+# operator can hold, and a typo like nodes: 100000 must fail at `kubectl apply`, not in the operator.
+MAX_NODES = 4096
+MAX_PROCS_PER_NODE = 256
+MAX_GPUS_PER_NODE = 64
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -337,17 +342,24 @@ class JobSpec(Model):
     nodes: int = Field(
         1,
         ge=1,
-        description="Pods on Kubernetes, nodes on Slurm, node groups locally.",
+        le=MAX_NODES,
+        description=f"Pods on Kubernetes, nodes on Slurm, node groups locally (at most {MAX_NODES}).",
         json_schema_extra=immutable("nodes"),
     )
     procs_per_node: int | None = Field(
         None,
         ge=1,
-        description="Processes per node; defaults to gpusPerNode when that is set, else 1.",
+        le=MAX_PROCS_PER_NODE,
+        description="Processes per node; defaults to gpusPerNode when that is set, else 1 "
+        f"(at most {MAX_PROCS_PER_NODE}).",
         json_schema_extra=immutable("procsPerNode"),
     )
     gpus_per_node: int = Field(
-        0, ge=0, description="GPUs per node: nvidia.com/gpu limit on pods, --gres=gpu:N on Slurm."
+        0,
+        ge=0,
+        le=MAX_GPUS_PER_NODE,
+        description="GPUs per node: nvidia.com/gpu limit on pods, --gres=gpu:N on Slurm "
+        f"(at most {MAX_GPUS_PER_NODE}).",
     )
     master_port: int | None = Field(
         None,
@@ -564,6 +576,9 @@ class JobStatus(Model):
     )
     best_checkpoint: Line | None = Field(
         None, description="Best checkpoint the trainer reported (path in the pod)."
+    )
+    slurm_job_id: Line | None = Field(
+        None, description="Slurm operator mode: the Slurm job this object owns; only the operator sets it."
     )
 
 

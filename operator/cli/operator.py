@@ -65,6 +65,23 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="S",
         help="with --backend slurm: look at each job's Slurm state this often (default 10)",
     )
+    run.add_argument(
+        "--slurm-work-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --backend slurm: an absolute folder under which specs may name work dirs, checkpoints "
+        "and configs (repeatable; {namespace} becomes the job's namespace, e.g. /scratch/{namespace}); "
+        "default: none, every path is relative to work_dirs/<namespace>/",
+    )
+    run.add_argument(
+        "--slurm-allow-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="with --backend slurm: also accept this sbatch option in spec.slurm.extraArgs (repeatable, "
+        "e.g. --slurm-allow-option=--reservation); the default list only shapes the allocation",
+    )
     run.set_defaults(func=operator_run)
 
     dev = commands.add_parser(
@@ -107,7 +124,10 @@ def operator_run(args: argparse.Namespace) -> int:
                 "torchyard operator run --backend slurm: sbatch not found on PATH; run it where Slurm's "
                 "commands work (a login node), or install them (Debian: apt-get install slurm-client)"
             )
-        backend: Backend = SlurmBackend(submit_dir=args.submit_dir.resolve(), poll_seconds=args.poll_seconds)
+        from torchyard.operator.slurm.policy import DEFAULT_OPTIONS, SlurmPolicy
+
+        policy = SlurmPolicy(tuple(args.slurm_work_root), DEFAULT_OPTIONS + tuple(args.slurm_allow_option))
+        backend: Backend = SlurmBackend(args.submit_dir.resolve(), args.poll_seconds, policy=policy)
     else:
         from torchyard.operator.kube.backend import PodBackend
 

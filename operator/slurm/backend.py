@@ -8,8 +8,10 @@ renderer and work-dir record as `torchyard slurm submit`). A finalizer scancels 
 object. Slurm's clients block, so they run in threads; a transient failure (slurmctld or munged
 unreachable) is retried with back-off, any other sbatch refusal fails the job saying why.
 
-An object's Slurm job id is written to its annotation `torchyard.dev/slurm-job-id` right after sbatch,
-so a restarted operator finds the job again; `kubectl describe` shows it.
+An object's Slurm job id is written to its `status.slurmJobId` right after sbatch, so a restarted operator
+finds the job again. Only the operator writes status: a user who may edit the object cannot point it at
+someone else's Slurm job (to see its state, or to scancel it by deleting the object). Paths and sbatch
+options pass the operator's policy first (slurm/policy.py): work dirs are per namespace.
 
     backend = SlurmBackend(submit_dir=Path.cwd())
     kopf.run(registry=build_registry(backend), memo=memo_for(OperatorConfig(), backend), clusterwide=True)
@@ -33,14 +35,15 @@ from torchyard.operator.api.spec import GROUP, KINDS, VERSION, Job, TestJob, Tra
 from torchyard.operator.control.decide import TERMINAL, Decision, rejected
 from torchyard.operator.control.kubeapi import job_path
 from torchyard.operator.control.loop import JobKey, JobLoop, OperatorState
-from torchyard.operator.errors import RenderError, SlurmError
+from torchyard.operator.errors import NotAllowed, RenderError, SlurmError
 from torchyard.operator.launch.command import work_dir_path
 from torchyard.operator.slurm.bridge import read_record, submit_job
 from torchyard.operator.slurm.client import SlurmClient
 from torchyard.operator.slurm.decide import SlurmDecision, SlurmView, decide
 from torchyard.operator.slurm.observe import is_terminal
+from torchyard.operator.slurm.policy import SlurmPolicy, confine
 
-ANNOTATION = "torchyard.dev/slurm-job-id"
+JOB_ID = "slurmJobId"  # the status field
 RETRY_SECONDS = 5.0
 # Slurm errors a retry may fix (the controller or munged is down or slow); any other sbatch error means
 # the cluster refuses the job as written (unknown partition, too many nodes...): the job fails.
@@ -57,10 +60,12 @@ TRANSIENT = (
 
 @dataclasses.dataclass
 class SlurmBackend:
-    """Where and how the operator submits: the directory jobs are submitted from, the poll interval."""
+    """Where and how the operator submits: the directory jobs are submitted from, the poll interval, and
+    what it takes from tenants' specs."""
 
     submit_dir: Path = dataclasses.field(default_factory=Path.cwd)
     poll_seconds: float = 10.0
+    policy: SlurmPolicy = dataclasses.field(default_factory=SlurmPolicy)
     client: SlurmClient = dataclasses.field(default_factory=SlurmClient)
     job_ids: dict[str, str] = dataclasses.field(default_factory=dict)  # object uid -> Slurm job id
     indexes = ()
@@ -80,7 +85,7 @@ class SlurmBackend:
 
     async def cancel_on_delete(self, body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
         """The finalizer: scancel the deleted object's Slurm job if it is still queued or running."""
-        job_id = self.job_ids.pop(body.metadata.uid, None) or body.metadata.annotations.get(ANNOTATION)
+        job_id = self.job_ids.pop(body.metadata.uid, None) or (body.status or {}).get(JOB_ID)
         if not job_id:
             return
         try:
@@ -138,19 +143,28 @@ def observe(client: SlurmClient, job_id: str, work_dir: Path) -> dict[str, str] 
 
 
 class SlurmJob:
-    """One job's Slurm side: its Slurm job id, kept in memory and in the object's annotation."""
+    """One job's Slurm side: its Slurm job id, kept in memory and in the object's status."""
 
     def __init__(self, loop: JobLoop, backend: SlurmBackend) -> None:
         self.loop, self.backend = loop, backend
 
     @property
     def job_id(self) -> str | None:
-        return self.backend.job_ids.get(self.loop.uid) or self.loop.body.metadata.annotations.get(ANNOTATION)
+        return self.backend.job_ids.get(self.loop.uid) or self.loop.status.get(JOB_ID)
 
     async def step(
         self, job: Job, now: datetime.datetime, train_job: TrainJob | None, train_status: dict | None
     ) -> Decision:
         loop, backend = self.loop, self.backend
+        try:
+            job = confine(job, loop.namespace, backend.policy)
+            train_job = train_job and confine(train_job, loop.namespace, backend.policy)
+        except NotAllowed as err:
+            if loop.status.get("phase") in TERMINAL:  # refused before, or allowed by an earlier policy
+                return decide(job, loop.status, SlurmView(self.job_id), now)
+            refusal = self._rejected(c.NOT_ALLOWED, str(err), now)
+            refusal.cancel = self.job_id
+            return refusal
         work_dir = (backend.submit_dir / work_dir_path(job)).resolve()
         if loop.status.get("phase") in TERMINAL:
             view, progress = SlurmView(self.job_id), {}
@@ -175,6 +189,7 @@ class SlurmJob:
         view = await self._view(work_dir)
         submitted = decide(job, decision.status, view, now, progress, train_job, train_status)
         submitted.events[:0] = decision.events
+        submitted.status[JOB_ID] = record.job_id
         return submitted
 
     async def cleanup(self) -> None:
@@ -198,12 +213,13 @@ class SlurmJob:
         job_id = self.job_id
         if job_id is None:
             return SlurmView()
-        if self.loop.body.metadata.annotations.get(ANNOTATION) != job_id:  # a write that failed before
+        if self.loop.status.get(JOB_ID) != job_id:  # a write that failed before
             await self._remember(job_id)
         info = await asyncio.to_thread(observe, self.backend.client, job_id, work_dir)
         return SlurmView(job_id, info)
 
     async def _remember(self, job_id: str) -> None:
+        """At once, not with the step's status: a restart between sbatch and that write would submit twice."""
         self.backend.job_ids[self.loop.uid] = job_id
-        patch = {"metadata": {"annotations": {ANNOTATION: job_id}}}
-        await self.loop.api.patch(job_path(self.loop.kind, self.loop.namespace, self.loop.name), patch)
+        path = job_path(self.loop.kind, self.loop.namespace, self.loop.name, "status")
+        await self.loop.api.patch(path, {"status": {JOB_ID: job_id}})

@@ -1,10 +1,10 @@
 """The operator's Slurm mode end to end: kopf in-process against the real control plane of `make cluster`,
 jobs on the real Slurm of tests/slurm/cluster.sh (nodes n1, n2 on this host), no mocks.
 
-A TrainJob created in the API server is submitted through sbatch, trains on 2 nodes and ends Succeeded with
-its metrics in status; deleting a running job scancels it (the finalizer); suspend scancels it (Suspended) and
-unsuspend submits it again, resuming from its checkpoint, to Succeeded; activeDeadlineSeconds scancels and
-fails it.
+A TrainJob created in the API server is submitted through sbatch, trains on 2 nodes in its namespace's work
+dir and ends Succeeded with its metrics in status; a job id in a user's annotation is ignored; deleting a
+running job scancels it (the finalizer); suspend scancels it (Suspended) and unsuspend submits it again,
+resuming from its checkpoint, to Succeeded; activeDeadlineSeconds scancels and fails it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 from torchyard.operator.control.handlers import build_registry, memo_for
 from torchyard.operator.control.kubeapi import job_path
 from torchyard.operator.control.loop import OperatorConfig
-from torchyard.operator.slurm.backend import ANNOTATION, SlurmBackend
+from torchyard.operator.slurm.backend import JOB_ID, SlurmBackend
 
 from ..operator_harness import Cluster, running_cluster, running_kopf, train_job
 
@@ -79,7 +79,7 @@ def digits(name: str, epochs: int, **spec: Any) -> dict[str, Any]:
 async def slurm_job_id(cluster: Cluster, name: str, other_than: str | None = None) -> str:
     async def check() -> str | None:
         job = await cluster.job("TrainJob", name) or {}
-        found = (job.get("metadata", {}).get("annotations") or {}).get(ANNOTATION)
+        found = (job.get("status") or {}).get(JOB_ID)
         return found if found and found != other_than else None
 
     return await cluster.wait(check, 30, f"a Slurm job id other than {other_than}")
@@ -93,7 +93,7 @@ async def test_a_trainjob_runs_on_slurm_and_succeeds_with_metrics(slurm_cluster,
         status = await finished(cluster, "slurm-ok")
     assert slurm_state(job_id) == "COMPLETED"
     assert status["metrics"]["accuracy/top1"] > 50, status
-    work_dir = submit_dir / "work_dirs/slurm-ok"
+    work_dir = submit_dir / "work_dirs" / cluster.ns / "slurm-ok"  # per namespace: tenants never share
     assert status["lastCheckpoint"] == str(work_dir / "epoch_2.pth")
     assert status["bestCheckpoint"].endswith("epoch_2.pth") and status["completionTime"]
     conditions = {c["type"]: c for c in status["conditions"]}
@@ -120,9 +120,32 @@ async def test_deleting_a_running_job_cancels_it(slurm_cluster, submit_dir):
         await cancelled(cluster, job_id)
 
 
-async def test_suspend_cancels_and_unsuspend_resumes_to_success(slurm_cluster, submit_dir):
-    work_dir = submit_dir / "work_dirs/slurm-sus"
+async def test_a_job_id_annotation_is_never_trusted(slurm_cluster, submit_dir):
+    """Before, the Slurm job id was read from a user-settable annotation: a TrainJob annotated with another
+    job's id showed that job's state and scancelled it on suspend and on delete."""
     async with running_cluster(kubelet=False) as cluster, slurm_operator(cluster, submit_dir):
+        await cluster.create(digits("victim", 500))
+        victim = await slurm_job_id(cluster, "victim")
+        await cluster.wait_phase("TrainJob", "victim", "Running", timeout=60)
+        spoof = digits("spoof", 1, suspend=True)
+        spoof["metadata"]["annotations"] = {"torchyard.dev/slurm-job-id": victim}
+        await cluster.create(spoof)
+        status = await cluster.wait_phase("TrainJob", "spoof", "Suspended", timeout=30)
+        assert JOB_ID not in status and victim not in str(status)
+        await cluster.api.delete(job_path("TrainJob", cluster.ns, "spoof"))
+
+        async def gone() -> bool:
+            return await cluster.job("TrainJob", "spoof") is None
+
+        await cluster.wait(gone, 60, "the finalizer to let the spoofing job go")
+        assert slurm_state(victim) == "RUNNING"
+        await cluster.api.delete(job_path("TrainJob", cluster.ns, "victim"))
+        await cancelled(cluster, victim)
+
+
+async def test_suspend_cancels_and_unsuspend_resumes_to_success(slurm_cluster, submit_dir):
+    async with running_cluster(kubelet=False) as cluster, slurm_operator(cluster, submit_dir):
+        work_dir = submit_dir / "work_dirs" / cluster.ns / "slurm-sus"
         await cluster.create(digits("slurm-sus", 6))
         first = await slurm_job_id(cluster, "slurm-sus")
 
