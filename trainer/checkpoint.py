@@ -342,19 +342,33 @@ def _expected_digest(path: Path) -> str | None:
         ) from None
 
 
+# Below this size a checkpoint is hashed before it is loaded: a thread would first wait for the GIL that
+# torch.load holds (up to the 5 ms switch interval), longer than hashing a few MiB takes.
+HASH_BESIDE_LOAD_BYTES = 8 << 20
+_verifier: ThreadPoolExecutor | None = None  # one thread, reused
+
+
 def _load_verified(path: Path, map_location: str | torch.device) -> dict:
+    global _verifier
     expected = _expected_digest(path)
     if expected is None:
         return torch.load(path, map_location=map_location, weights_only=True)
-    # Hash while torch reads: both come from the page cache, and the hash no longer doubles the load time.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-verify") as pool:
-        actual = pool.submit(_sha256_of, path)
+    if path.stat().st_size < HASH_BESIDE_LOAD_BYTES:
+        digest = _sha256_of(path)
         state = torch.load(path, map_location=map_location, weights_only=True)
-        if actual.result() != expected:
-            raise CorruptCheckpointError(
-                path, f"its SHA-256 does not match {digest_path(path).name}: the file changed after it was "
-                "saved"
-            )
+    else:
+        if _verifier is None:
+            _verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-verify")
+        # Hash while torch reads: both from the page cache, so the hash no longer doubles the load time.
+        actual = _verifier.submit(_sha256_of, path)
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        finally:
+            digest = actual.result()
+    if digest != expected:
+        raise CorruptCheckpointError(
+            path, f"its SHA-256 does not match {digest_path(path).name}: the file changed after it was saved"
+        )
     return state
 
 

@@ -163,8 +163,10 @@ def _flip_a_byte_of(path: Path, tensor: torch.Tensor) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_a_flipped_byte_in_tensor_data_is_caught_by_the_digest(tmp_path: Path) -> None:
-    weights = torch.arange(1000, dtype=torch.float32)
+@pytest.mark.parametrize("numel", [1000, 3_000_000], ids=["hashed-before-load", "hashed-beside-load"])
+def test_a_flipped_byte_in_tensor_data_is_caught_by_the_digest(tmp_path: Path, numel: int) -> None:
+    weights = torch.arange(numel, dtype=torch.float32)
+    assert (numel * 4 >= checkpoint.HASH_BESIDE_LOAD_BYTES) == (numel > 1000)
     path = save_checkpoint({"w": weights}, tmp_path / "epoch_1.pth")
     assert (tmp_path / "epoch_1.pth.sha256").read_text().endswith("  epoch_1.pth\n")
     check = subprocess.run(["sha256sum", "--check", "--quiet", "epoch_1.pth.sha256"], cwd=tmp_path)
