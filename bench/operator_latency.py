@@ -153,6 +153,7 @@ async def ensure_chart(plane: Plane, api: KubeApi) -> None:
         [
             *(str(TOOLS / "helm"), "upgrade", "--install", RELEASE, str(REPO / "charts" / RELEASE)),
             *("--namespace", RELEASE_NAMESPACE, "--create-namespace", "--set", "replicaCount=0"),
+            *("--set", "watch.mode=clusterWide"),  # each run serves namespaces of its own
         ],
         env={**os.environ, "KUBECONFIG": str(plane.dir / "admin.kubeconfig")},
         capture_output=True,
@@ -902,10 +903,10 @@ def main(argv: list[str] | None = None) -> None:
         write_section(text)
 
 
-def write_section(text: str) -> None:
-    """Replace this bench's section of results.md (its heading up to the next ``## ``); keep the rest."""
+def write_section(text: str, section: str = SECTION) -> None:
+    """Replace a bench's section of results.md (its heading up to the next ``## ``); keep the rest."""
     old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+    pattern = re.compile(rf"^{re.escape(section)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
     new = (
         pattern.sub(lambda _: text + "\n", old, count=1)
         if pattern.search(old)

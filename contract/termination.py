@@ -4,6 +4,10 @@ Kubernetes copies ``/dev/termination-log`` (up to 4 KiB) into the pod's status, 
 final metrics, the last checkpoint and whether a retry can help; `torchyard run` and the sbatch scripts
 point ``TORCHYARD_TERMINATION_LOG`` at a file of their own and read it the same way.
 
+Only this JSON object is read. Anything else in that file (a log tail a kubelet put there under
+FallbackToLogsOnError, a script's stray output) is ignored: the operator copies the message into the job's
+status and events, and those must never show what only the right to read a pod's log may see.
+
     {"status": "failed", "exitCode": 3, "reason": "ConfigError", "message": "...", "retryable": false,
      "metrics": {...}, "epoch": 4, "iter": 400, "lastCheckpoint": "...", "bestCheckpoint": "..."}
 """
@@ -51,7 +55,7 @@ def encode(summary: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Termination:
-    """The trainer's termination message, or the log tail Kubernetes put there instead."""
+    """The trainer's termination message."""
 
     status: str | None = None  # succeeded | failed | interrupted
     exit_code: int | None = None
@@ -68,8 +72,8 @@ class Termination:
             data = json.loads(text)
         except ValueError:
             data = None
-        if not isinstance(data, dict):  # FallbackToLogsOnError: the last lines of the log
-            return cls(message=text.strip()[-1024:])
+        if not isinstance(data, dict):
+            return None
         code = data.get("exitCode")
         return cls(
             status=data.get("status"),

@@ -33,6 +33,8 @@ done
 kubectl wait --for=condition=Ready node/dev-cluster --timeout=60s
 
 say "helm install torchyard charts/torchyard -n torchyard-system --create-namespace"
+# Helm installs a chart's CRDs only the first time: on a cluster of an earlier run, bring them up to date
+kubectl apply --server-side --force-conflicts -f charts/torchyard/crds/ >/dev/null
 # --reset-values: the chart's defaults, as a first install gets them (helm upgrade otherwise reuses the
 # values of the last release, e.g. the tests' replicaCount=0)
 "$tools/helm" upgrade --install torchyard charts/torchyard -n torchyard-system --create-namespace --wait=false \

@@ -66,6 +66,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="with --backend slurm: look at each job's Slurm state this often (default 10)",
     )
     run.add_argument(
+        "--trust-job-specs",
+        action="store_true",
+        help="create pods for specs naming a ServiceAccount, claim, pull Secret, PriorityClass, toleration "
+        "or TrainJob even where no admission policy checked that their creator may use them (the chart's "
+        "jobPolicy); only where everyone who may create jobs may use all of these",
+    )
+    run.add_argument(
         "--slurm-work-root",
         action="append",
         default=[],
@@ -131,7 +138,7 @@ def operator_run(args: argparse.Namespace) -> int:
     else:
         from torchyard.operator.kube.backend import PodBackend
 
-        backend = PodBackend()
+        backend = PodBackend(trust_job_specs=args.trust_job_specs)
     kopf.run(
         registry=build_registry(backend),
         memo=memo_for(config, backend),

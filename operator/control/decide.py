@@ -194,6 +194,17 @@ def train_job_problem(name: str, train_job: TrainJob | None, train_status: dict[
     return f"waiting for TrainJob {name!r} to succeed or save a checkpoint (it is {phase})"
 
 
+def namespace_refusal(namespace: str) -> str | None:
+    """Why no job runs in `namespace` (None: it may). Pods in a system namespace sit beside the cluster's
+    own components and may use their ServiceAccounts and Secrets; no cluster needs training there."""
+    if namespace.startswith("kube-"):  # kube-system, kube-public, kube-node-lease
+        return (
+            f"jobs do not run in the system namespace {namespace}: the operator never creates pods there; "
+            "create the job in a namespace of your own"
+        )
+    return None
+
+
 def rejected(status: dict[str, Any], reason: str, message: str, now: datetime.datetime) -> dict[str, Any]:
     """The status of a job that cannot run as written (an invalid spec, a refused submission): Failed,
     with the fix in `message`."""

@@ -25,7 +25,7 @@ import kopf
 
 from torchyard.operator.api import conditions as c
 from torchyard.operator.api.spec import TrainJob, load_job
-from torchyard.operator.control.decide import Decision, rejected
+from torchyard.operator.control.decide import Decision, namespace_refusal, rejected
 from torchyard.operator.control.kubeapi import KubeApi, job_path
 from torchyard.operator.control.metrics import Metrics
 from torchyard.operator.errors import ApiError, SpecError
@@ -173,6 +173,11 @@ class JobLoop:
         except SpecError as err:
             if self.status.get("phase") != "Failed":
                 await self.fail(c.INVALID_SPEC, f"{err}\nfix the spec and create the job again", now)
+            return None
+        refusal = namespace_refusal(self.namespace)
+        if refusal is not None:
+            if self.status.get("phase") != "Failed":
+                await self.fail(c.NOT_ALLOWED, refusal, now)
             return None
         train_job, train_status = self._train_job(job)
         decision = await self.backend_job.step(job, now, train_job, train_status)

@@ -276,7 +276,8 @@ class Runner:
         code = 128 - code if code < 0 else code
         logger.info(f"pod {namespace}/{name} exited with code {code}")
         if key not in self.stopping:
-            await self._report(key, code, started, container=container)
+            policy = pod["spec"]["containers"][0].get("terminationMessagePolicy", "File")
+            await self._report(key, code, started, container=container, log_fallback=policy != "File")
 
     async def _report(
         self,
@@ -286,9 +287,10 @@ class Runner:
         error: str = "",
         reason: str = "",
         container: str = "trainer",
+        log_fallback: bool = False,
     ) -> None:
         message = error or self._files(key, ".termination-log").read_text()
-        if not message.strip() and code != 0:
+        if log_fallback and not message.strip() and code != 0:
             log = self._files(key, ".log")
             message = log.read_bytes()[-LOG_TAIL_BYTES:].decode(errors="replace") if log.exists() else ""
         terminated = {

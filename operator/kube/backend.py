@@ -7,6 +7,9 @@ create and delete what it says. A create the API server refuses shows in the job
 the refusal or a name clash with something the job does not own is retried, never overwritten.
 
     backend = PodBackend()     # control/handlers.build_registry(backend); memo_for(config, backend)
+
+Before it creates pods for a spec that names other objects (a ServiceAccount, a claim...), it makes sure an
+admission policy checked that the job's creator may use them (kube/policy.py); else the job fails.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import kopf
 
 from torchyard.operator.api import conditions as c
 from torchyard.operator.api.spec import TrainJob
-from torchyard.operator.control.decide import rfc3339
+from torchyard.operator.control.decide import rejected, rfc3339
 from torchyard.operator.control.kubeapi import KubeApi, resource_path
 from torchyard.operator.control.loop import JobKey, JobLoop, OperatorState
 from torchyard.operator.errors import ApiError
 from torchyard.operator.kube import decide
 from torchyard.operator.kube.observe import Expectations, PodState, job_key, pod_state
+from torchyard.operator.kube.policy import PolicyCheck, named_objects, unchecked
 from torchyard.operator.kube.render import LABEL_JOB
 
 OPERATOR_PODS = {LABEL_JOB: kopf.PRESENT}
@@ -36,12 +40,15 @@ class PodBackend:
     errors: tuple[type[Exception], ...] = ()
     poll_seconds = None  # pod events wake the loop
 
+    def __init__(self, trust_job_specs: bool = False) -> None:
+        self.policy = PolicyCheck(trusted=trust_job_specs)
+
     def register(self, registry: kopf.OperatorRegistry) -> None:
         kopf.index("pods", labels=OPERATOR_PODS, registry=registry, id="pods_by_job")(pods_by_job)
         kopf.on.event("pods", labels=OPERATOR_PODS, registry=registry)(pod_changed)
 
     def job(self, loop: JobLoop) -> PodJob:
-        return PodJob(loop)
+        return PodJob(loop, self.policy)
 
     async def job_deleted(self, state: OperatorState, key: JobKey, body: kopf.Body, **indexes: Any) -> None:
         """Delete its pods and Service now, so nothing is left running even without garbage collection."""
@@ -63,8 +70,9 @@ def pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 class PodJob:
     """One job's pods: what this loop expects of them, and the creates the API server refused."""
 
-    def __init__(self, loop: JobLoop) -> None:
+    def __init__(self, loop: JobLoop, policy: PolicyCheck) -> None:
         self.loop = loop
+        self.policy = policy
         self.expectations = Expectations()
         self.conflicts: list[str] = []
         self.refused: list[str] = []
@@ -83,6 +91,13 @@ class PodJob:
         if report_grace is None:
             report_grace = decide.REPORT_GRACE_SECONDS
         decision = decide.decide(job, loop.status, pods, now, train_job, train_status, report_grace)
+        if decision.create and named_objects(job) and not await self.policy.enforced(self.api):
+            refusal = unchecked(job, loop.namespace)
+            decision = decide.PodDecision(
+                status=rejected(loop.status, c.NOT_ALLOWED, str(refusal), now),
+                events=[("Warning", c.NOT_ALLOWED, str(refusal))],
+                delete=[p.name for p in pods if not p.deleting],  # a batch created while the policy held
+            )
         await self._apply(decision, {p.name: p for p in pods})
         for reason, problems in ((c.CHILD_CONFLICT, self.conflicts), (c.CREATE_REFUSED, self.refused)):
             if not problems:

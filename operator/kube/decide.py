@@ -35,6 +35,10 @@ from torchyard.operator.kube.render import LABEL_ATTEMPT, render_k8s
 # A node that dies without a word (SIGKILL, OOM) leaves no termination message; the others usually fail
 # right after and rank 0 reports why. Wait this long for that report before deciding whether to retry.
 REPORT_GRACE_SECONDS = 10.0
+# Pods created per pass. The Job controller creates up to 500 at once; a tenth of that keeps one large
+# job from holding the shared operator's memory and the API server's attention for long.
+CREATE_BATCH = 50
+BATCH_PAUSE_SECONDS = 1.0  # a fallback only: the new pods' watch events start the next batch sooner
 # How long after its deletionTimestamp (which already includes the grace period) an old pod may linger
 # before the job says it is stuck: a kubelet confirms a deletion within seconds when its node is up.
 TERMINATING_WAIT_SECONDS = 120.0
@@ -93,8 +97,10 @@ def decide(
 
     failed = sorted((p for p in current.values() if p.phase == "Failed"), key=lambda p: p.rank)
     # a pod the API server refused to create was never there: it is created again, not mourned as lost
-    refused = (st.condition(b.status["conditions"], st.CREATED) or {}).get("reason") == st.CREATE_REFUSED
-    lost = [] if refused else _lost(job, current)
+    created = (st.condition(b.status["conditions"], st.CREATED) or {}).get("reason")
+    refused = created == st.CREATE_REFUSED
+    creating = created == st.CREATING_PODS and bool(current)
+    lost = [] if refused or creating else _lost(job, current)
     if failed or lost:
         _attempt_failed(b, job, failed, lost, list(current.values()), report_grace)
         return b.d
@@ -103,10 +109,10 @@ def decide(
         b.remove(stale)
         _stuck_terminating(b, stale)
         return b.d
-    if not current or refused or all(p.phase == "Pending" for p in current.values()):
+    if not current or refused or creating or all(p.phase == "Pending" for p in current.values()):
         missing = [rank for rank in range(spec.nodes) if rank not in current]
         if missing:
-            _create(b, job, attempt, missing, train_job, train_status, bool(current))
+            _create(b, job, attempt, missing, train_job, train_status, bool(current), creating)
             return b.d
 
     if all(p.phase == "Succeeded" for p in current.values()) and len(current) == spec.nodes:
@@ -205,22 +211,33 @@ def _create(
     train_job: TrainJob | None,
     train_status: dict[str, Any] | None,
     partial: bool,
+    creating: bool,
 ) -> None:
+    """Create the pods of `ranks`, at most CREATE_BATCH per pass: memory and API requests stay bounded
+    however large the gang, and the next batch follows as soon as the pods of this one are seen."""
     if not may_start(b, job, train_job, train_status):
         return
+    batch = ranks[:CREATE_BATCH]
     try:
-        service, *pods = render_k8s(job, train_job)
+        service, *pods = render_k8s(job, train_job, batch)
     except RenderError as err:
         b.mark_failed(st.INVALID_SPEC, str(err))
         return
     for pod in pods:
         pod["metadata"]["labels"][LABEL_ATTEMPT] = str(attempt)
-    b.d.create += ([] if partial else [service]) + [pods[rank] for rank in ranks]
-    message = f"created {len(ranks)} pod(s) of attempt {attempt + 1} and the headless Service"
-    b.cond(st.CREATED, "True", st.PODS_CREATED, message)
+    b.d.create += ([] if partial else [service]) + pods
     if not b.status.get("startTime"):
         b.status["startTime"] = b.stamp
-    if not partial:
+    done = job.spec.nodes - len(ranks) + len(batch)
+    if done < job.spec.nodes:
+        message = f"created {done} of {job.spec.nodes} pods of attempt {attempt + 1} ({CREATE_BATCH} a pass)"
+        b.cond(st.CREATED, "False", st.CREATING_PODS, message)
+        b.requeue(BATCH_PAUSE_SECONDS)
+        return
+    count = job.spec.nodes if creating else len(ranks)
+    message = f"created {count} pod(s) of attempt {attempt + 1} and the headless Service"
+    b.cond(st.CREATED, "True", st.PODS_CREATED, message)
+    if not partial or creating:
         b.d.events.append(("Normal", st.PODS_CREATED, message))
 
 

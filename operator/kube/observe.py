@@ -55,6 +55,8 @@ class PodState:
         term = self.termination
         if term is not None and (term.reason or term.message):
             text += ": " + ": ".join(part for part in (term.reason, term.message) if part)
+        elif self.exit_code:
+            text += f" without a termination message (`kubectl logs {self.name}` shows why)"
         return text
 
 

@@ -47,10 +47,14 @@ def selector_labels(job: Job) -> dict[str, str]:
     return {LABEL_JOB: job.metadata.name, LABEL_KIND: job.kind.lower()}
 
 
-def render_k8s(job: Job, train_job: TrainJob | None = None) -> list[dict[str, Any]]:
-    """The Service and the Pods of one attempt of `job`; `train_job` is needed for TestJob.fromTrainJob."""
+def render_k8s(
+    job: Job, train_job: TrainJob | None = None, ranks: list[int] | None = None
+) -> list[dict[str, Any]]:
+    """The Service and the Pods of one attempt of `job` (of `ranks` only, if given); `train_job` is needed
+    for TestJob.fromTrainJob."""
     train_mount = _train_work_dir_mount(job, train_job)
-    return [render_service(job)] + [render_pod(job, rank, train_mount) for rank in range(job.spec.nodes)]
+    chosen = range(job.spec.nodes) if ranks is None else ranks
+    return [render_service(job)] + [render_pod(job, rank, train_mount) for rank in chosen]
 
 
 def render_service(job: Job) -> dict[str, Any]:
@@ -102,7 +106,9 @@ def render_pod(job: Job, rank: int, train_mount: dict | None = None) -> dict[str
                 "ports": [{"name": "rendezvous", "containerPort": master_port(job), "protocol": "TCP"}],
                 "resources": _resources(job),
                 "volumeMounts": _volume_mounts(job, train_mount),
-                "terminationMessagePolicy": "FallbackToLogsOnError",
+                # Never FallbackToLogsOnError: the operator copies the message into the job's status and
+                # events, which readers of trainjobs see without the right to read pods/log.
+                "terminationMessagePolicy": "File",
                 "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
             }
         ],
@@ -114,6 +120,8 @@ def render_pod(job: Job, rank: int, train_mount: dict | None = None) -> dict[str
         "affinity": spec.affinity,
         "imagePullSecrets": [{"name": name} for name in spec.image_pull_secrets] or None,
         "serviceAccountName": spec.service_account_name,
+        # The trainer never calls the API: no token in its pods unless the spec names an account for them.
+        "automountServiceAccountToken": None if spec.service_account_name else False,
         "priorityClassName": spec.priority_class_name,
         "schedulerName": spec.scheduler_name,
     }

@@ -16,13 +16,16 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "torchyard"
 TOOLS = Path(os.environ.get("TORCHYARD_TOOLS", REPO / ".tools"))
 RELEASE, NAMESPACE = "ty", "torchyard-system"
+DEFAULT_MODE = "namespaces"  # values.yaml's watch.mode, serving watch.namespaces: [default]
 
 # Values for each watch mode and the optional parts; every case is linted, rendered and validated.
 CASES: dict[str, dict[str, Any]] = {
     "default": {},
+    "cluster-wide": {"watch": {"mode": "clusterWide"}},
     "release-namespace": {"watch": {"mode": "releaseNamespace"}},
     "namespace-list": {"watch": {"mode": "namespaces", "namespaces": ["team-a", "team-b"]}},
-    "ha-cluster-wide": {"replicaCount": 3},
+    "ha-cluster-wide": {"replicaCount": 3, "watch": {"mode": "clusterWide"}},
+    "no-job-policy": {"jobPolicy": {"enabled": False}},
     "ha-namespace-list": {"replicaCount": 2, "watch": {"mode": "namespaces", "namespaces": ["team-a"]}},
     "everything": {
         "replicaCount": 2,
@@ -99,7 +102,7 @@ def one(manifests: list[dict], kind: str, name: str | None = None, namespace: st
 def served(values: dict[str, Any]) -> list[str]:
     """The namespaces the operator serves with these values; [] for cluster-wide."""
     watch = values.get("watch", {})
-    mode = watch.get("mode", "clusterWide")
+    mode = watch.get("mode", DEFAULT_MODE)
     if mode == "clusterWide":
         return []
-    return [NAMESPACE] if mode == "releaseNamespace" else list(watch["namespaces"])
+    return [NAMESPACE] if mode == "releaseNamespace" else list(watch.get("namespaces", ["default"]))

@@ -18,7 +18,18 @@ import yaml
 from torchyard.operator.cli.main import build_parser
 from torchyard.operator.control.metrics import Metrics
 
-from .chart_helpers import CASES, CHART, NAMESPACE, REPO, find, one, run_helm, served, values_file
+from .chart_helpers import (
+    CASES,
+    CHART,
+    DEFAULT_MODE,
+    NAMESPACE,
+    REPO,
+    find,
+    one,
+    run_helm,
+    served,
+    values_file,
+)
 
 KUBERNETES_VERSION = "1.34.0"  # validated against this version's OpenAPI schemas (kubectl of `make tools`)
 FULLNAME = "ty-torchyard"
@@ -81,7 +92,7 @@ def test_every_manifest_passes_the_kubernetes_schemas(render, case):
 
 def test_render_fails_with_a_message_on_bad_values(render):
     with pytest.raises(AssertionError, match="minItems"):
-        render({"watch": {"mode": "namespaces"}})
+        render({"watch": {"mode": "namespaces", "namespaces": []}})
 
 
 BAD_VALUES = [
@@ -92,7 +103,7 @@ BAD_VALUES = [
     ({"image": {"registry": "x"}}, "registry"),
     ({"watch": {"mode": "all"}}, "/watch/mode"),
     ({"watch": {"mode": "namespaces", "namespaces": ["Team_A"]}}, "/watch/namespaces/0"),
-    ({"watch": {"mode": "clusterWide", "namespaces": ["a"]}}, "/watch/namespaces"),
+    ({"jobPolicy": {"enabled": "yes"}}, "/jobPolicy/enabled"),
     ({"watch": {"namespace": "a"}}, "namespace"),
     ({"operator": {"jsonLogs": "yes"}}, "/operator/jsonLogs"),
     ({"operator": {"metricsPort": 80}}, "/operator/metricsPort"),
@@ -221,7 +232,7 @@ def test_the_operator_command_line_parses(render, tmp_path, case):
 def test_rbac_objects_per_watch_mode(render, case):
     manifests = render(CASES[case])
     values = CASES[case]
-    mode = values.get("watch", {}).get("mode", "clusterWide")
+    mode = values.get("watch", {}).get("mode", DEFAULT_MODE)
     account = one(manifests, "ServiceAccount", FULLNAME, NAMESPACE)["metadata"]["name"]
     cluster_role = one(manifests, "ClusterRole", FULLNAME)
     binding = one(manifests, "ClusterRoleBinding", FULLNAME)
@@ -235,7 +246,12 @@ def test_rbac_objects_per_watch_mode(render, case):
             "customresourcedefinitions",
         } <= resources and "namespaces" not in resources
     else:
-        assert resources == {"customresourcedefinitions", "namespaces"}  # read-only observation
+        assert resources == {  # read-only observation
+            "customresourcedefinitions",
+            "namespaces",
+            "validatingadmissionpolicies",
+            "validatingadmissionpolicybindings",
+        }
         assert sorted(r["metadata"]["namespace"] for r in find(manifests, "Role")) == sorted(served(values))
         for namespace in served(values):
             role_binding = one(manifests, "RoleBinding", FULLNAME, namespace)
@@ -253,7 +269,7 @@ def test_high_availability_and_peering(render, case):
     manifests = render(CASES[case])
     values = CASES[case]
     replicas = values.get("replicaCount", 1)
-    mode = values.get("watch", {}).get("mode", "clusterWide")
+    mode = values.get("watch", {}).get("mode", DEFAULT_MODE)
     assert one(manifests, "Deployment")["spec"]["replicas"] == replicas
     assert len(find(manifests, "PodDisruptionBudget")) == (1 if replicas > 1 else 0)
     peering = replicas > 1 or values.get("peering", {}).get("enabled", False)

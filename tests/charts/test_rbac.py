@@ -247,8 +247,7 @@ async def record(helm: Path, tmp: Path, mode: str) -> Record:
         release = f"rbac-{secrets.token_hex(4)}"  # its own ServiceAccount, ClusterRole and peering name
         namespaces = [] if mode == "clusterWide" else [cluster.ns]
         values: dict[str, Any] = {"replicaCount": 0, "peering": {"enabled": True, "name": release}}
-        if namespaces:
-            values["watch"] = {"mode": "namespaces", "namespaces": namespaces}
+        values["watch"] = {"mode": "namespaces", "namespaces": namespaces} if namespaces else {"mode": mode}
         manifests = release_manifests(helm, tmp, release, values)
         account = one(manifests, "ServiceAccount")["metadata"]["name"]
         username = f"system:serviceaccount:{RELEASE_NAMESPACE}:{account}"
@@ -329,7 +328,7 @@ def test_cluster_wide_rules_are_exactly_the_calls(recorded, render):
     _ran_clean("clusterWide", record)
     used = {call[:3] for call in record.calls} | ADMISSION_REQUIRED
     for peering in (True, False):
-        manifests = render({"peering": {"enabled": peering}})
+        manifests = render({"watch": {"mode": "clusterWide"}, "peering": {"enabled": peering}})
         assert not find(manifests, "Role")
         expected = used if peering else _without_peering(used)
         _compare(f"clusterWide, peering={peering}", granted(find(manifests, "ClusterRole")), expected)
@@ -354,7 +353,7 @@ def test_namespaced_rules_are_exactly_the_calls(recorded, render):
         )
         cluster = granted(find(manifests, "ClusterRole"))
         _compare("cluster level, serving namespaces", cluster, cluster_level)
-        assert all(verb in ("list", "watch") for _, _, verb in cluster)
+        assert all(verb in ("list", "watch", "get") for _, _, verb in cluster)  # read-only
     release = render({"watch": {"mode": "releaseNamespace"}})
     assert granted([one(release, "Role", namespace=RELEASE_NAMESPACE)]) == _without_peering(used)
 

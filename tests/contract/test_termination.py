@@ -36,7 +36,7 @@ def test_details_travel_beside_the_header():
 def test_without_a_message_only_usage_and_config_exit_codes_are_final():
     assert retryable(None, exitcodes.FAILURE) and retryable(None, 137) and retryable(None, None)
     assert not retryable(None, exitcodes.CONFIG_ERROR) and not retryable(None, exitcodes.USAGE_ERROR)
-    assert retryable(Termination(message="Killed"), exitcodes.FAILURE)  # a log tail: no word on retrying
+    assert retryable(Termination.parse("Killed"), exitcodes.FAILURE)  # a log tail is no word on retrying
 
 
 def test_a_long_message_is_cut_to_fit_and_metrics_go_first():

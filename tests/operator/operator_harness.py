@@ -81,9 +81,13 @@ class ControlPlane(LocalControlPlane):
     started_here: bool = False
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
-        done = super().kubectl(TOOLS / "bin" / "kubectl", *args, input=input)
+        done = self.run_kubectl(*args, input=input)
         assert done.returncode == 0, f"kubectl {' '.join(args)} failed:\n{done.stderr}"
         return done.stdout
+
+    def run_kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        """`kubectl args...` as the admin, failing or not (`--as=USER` impersonates a user)."""
+        return super().kubectl(TOOLS / "bin" / "kubectl", *args, input=input)
 
 
 _control_plane: ControlPlane | None = None
@@ -111,6 +115,8 @@ def control_plane() -> ControlPlane:
         raise AssertionError(f"scripts/cluster/up.sh failed:\n{up.stderr}\n{up.stdout}")
     found = LocalControlPlane.at(CLUSTER_DIR)
     plane = ControlPlane(found.dir, found.server, started_here="already running" not in up.stderr)
+    # Helm installs a chart's CRDs only the first time: a control plane of an earlier session has old ones
+    plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts/torchyard/crds"))
     helm = subprocess.run(
         [
             str(TOOLS / "bin" / "helm"),
@@ -123,6 +129,8 @@ def control_plane() -> ControlPlane:
             "--create-namespace",
             "--set",
             "replicaCount=0",
+            "--set",
+            "watch.mode=clusterWide",  # each test has a namespace of its own
         ],
         env={**os.environ, "KUBECONFIG": str(CLUSTER_DIR / "admin.kubeconfig")},
         capture_output=True,
@@ -130,8 +138,41 @@ def control_plane() -> ControlPlane:
     )
     if helm.returncode != 0:
         raise AssertionError(f"helm install of charts/torchyard failed:\n{helm.stderr}")
+    _wait_for_job_policy(plane)
     _control_plane = plane
     return plane
+
+
+# A user who may create TrainJobs and nothing else: the job policy refuses everything they create.
+_PROBE = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: torchyard-policy-probe}
+rules: [{apiGroups: [torchyard.dev], resources: [trainjobs], verbs: [create]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: torchyard-policy-probe}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: torchyard-policy-probe}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: torchyard-policy-probe}]
+"""
+
+
+def _wait_for_job_policy(plane: ControlPlane, timeout: float = 30) -> None:
+    """Until the API server enforces the chart's job policy: a new policy and binding take a moment to reach
+    its admission chain, and tests that rely on it would otherwise pass a job that should be refused."""
+    plane.kubectl("apply", "-f", "-", input=_PROBE)
+    probe = json.dumps(TRAIN | {"metadata": {"name": "policy-probe", "namespace": "default"}})
+    deadline = time.monotonic() + timeout
+    while True:
+        done = plane.run_kubectl(
+            "--as=torchyard-policy-probe", "create", "--dry-run=server", "-f", "-", input=probe
+        )
+        if "ValidatingAdmissionPolicy" in done.stderr:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the chart's job policy is not enforced after {timeout} s: {done.stderr}")
+        time.sleep(0.2)
 
 
 def stop_control_plane() -> None:

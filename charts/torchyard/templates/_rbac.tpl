@@ -59,6 +59,14 @@ namespaces, watches Namespaces to notice them come and go. Read-only.
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
+# before it creates pods for a spec naming a ServiceAccount, claim, pull Secret, PriorityClass, toleration
+# or TrainJob: is a binding of the job policy (templates/jobpolicy.yaml) in force? (operator/kube/policy.py)
+- apiGroups: [admissionregistration.k8s.io]
+  resources: [validatingadmissionpolicybindings]
+  verbs: [list]
+- apiGroups: [admissionregistration.k8s.io]
+  resources: [validatingadmissionpolicies]
+  verbs: [get]
 {{- if ne .Values.watch.mode "clusterWide" }}
 - apiGroups: [""]
   resources: [namespaces]

@@ -188,8 +188,11 @@ async def test_conflicting_child_is_reported_not_crashed():
 INVALID = [
     ({"nodes": 0}, "spec.nodes"),
     ({"nodes": "two"}, "spec.nodes"),
+    ({"nodes": 100000}, "spec.nodes"),  # one job must never render more than the shared operator can hold
     ({"procsPerNode": -1}, "spec.procsPerNode"),
+    ({"procsPerNode": 1000}, "spec.procsPerNode"),
     ({"gpusPerNode": -2}, "spec.gpusPerNode"),
+    ({"gpusPerNode": 65}, "spec.gpusPerNode"),
     ({"config": None}, "spec.config"),
     ({"image": ""}, "spec.image"),
     ({"backoffLimit": -1}, "spec.backoffLimit"),
@@ -232,7 +235,7 @@ INVALID = [
 async def test_invalid_objects_fail_with_the_field_path_and_get_no_pods():
     """Each is refused by the API server (the CRD's schema: 422, an unknown field: 400) or failed by the
     operator (InvalidSpec); either way the message names the field, and no pod is created."""
-    assert len(INVALID) == 40
+    assert len(INVALID) == 43
     async with running_cluster() as cluster, running_operator(cluster):
         created = []
         for i, (spec, path) in enumerate(INVALID):
@@ -249,6 +252,15 @@ async def test_invalid_objects_fail_with_the_field_path_and_get_no_pods():
             assert failed["reason"] == "InvalidSpec" and path in failed["message"], (i, failed["message"])
         assert created, "the operator's own validation was not reached by any case"
         assert not await cluster.pods() and cluster.kubelet.created == []
+
+
+async def test_the_api_server_refuses_more_nodes_than_the_crd_allows():
+    """Before, nodes had no upper bound: one job of ~55,000 nodes would render every pod at once and
+    OOM-kill the shared operator, which then crash-looped on the same job."""
+    async with running_cluster() as cluster:
+        refused = await cluster.create_or_refusal(train_job("huge", nodes=100000))
+        assert refused is not None and refused.status == 422, refused
+        assert "spec.nodes" in refused.message and "4096" in refused.message, refused.message
 
 
 async def test_test_job_waits_for_train_job_then_reports_metrics():

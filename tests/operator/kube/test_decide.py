@@ -10,7 +10,7 @@ import pytest
 from torchyard.contract.termination import Termination
 from torchyard.operator.api import conditions as st
 from torchyard.operator.control.decide import rfc3339
-from torchyard.operator.kube.decide import TERMINATING_WAIT_SECONDS, decide
+from torchyard.operator.kube.decide import CREATE_BATCH, TERMINATING_WAIT_SECONDS, decide
 from torchyard.operator.kube.observe import PodState, job_key, pod_state
 from torchyard.operator.kube.render import LABEL_ATTEMPT, LABEL_RANK
 
@@ -40,6 +40,28 @@ def test_new_job_creates_service_and_all_pods(train_job):
     assert all(m["metadata"]["labels"][LABEL_ATTEMPT] == "0" for m in d.create[1:])
     assert d.status["phase"] == "Pending" and d.status["startTime"] == rfc3339(NOW)
     assert cond(d.status, st.CREATED)["reason"] == st.PODS_CREATED
+
+
+def test_a_large_gang_is_created_in_bounded_batches_and_none_counts_as_lost(train_job):
+    job = train_job(nodes=CREATE_BATCH * 2 + 7)
+    d = decide(job, {}, [], NOW)
+    assert [m["kind"] for m in d.create] == ["Service"] + ["Pod"] * CREATE_BATCH
+    assert cond(d.status, st.CREATED)["reason"] == st.CREATING_PODS and d.requeue and not d.events
+    # the first batch already runs while the rest does not exist yet: waiting, not lost
+    pods = [pod(rank) for rank in range(CREATE_BATCH)]
+    d = decide(job, d.status, pods, NOW)
+    assert [m["metadata"]["name"] for m in d.create] == [
+        f"digits-mlp-node-{rank}" for rank in range(CREATE_BATCH, CREATE_BATCH * 2)
+    ]
+    assert d.status["phase"] == "Pending" and d.status["restarts"] == 0
+    pods += [pod(rank, "Pending") for rank in range(CREATE_BATCH, CREATE_BATCH * 2)]
+    d = decide(job, d.status, pods, NOW)
+    assert len(d.create) == 7 and cond(d.status, st.CREATED)["reason"] == st.PODS_CREATED
+    assert d.events == [("Normal", st.PODS_CREATED, f"created {job.spec.nodes} pod(s) of attempt 1 and the "
+                         "headless Service")]
+    pods += [pod(rank) for rank in range(CREATE_BATCH * 2, job.spec.nodes)]
+    d = decide(job, d.status, pods[1:], NOW)  # once all exist, a vanished pod is lost: the gang restarts
+    assert d.status["phase"] == "Restarting" and cond(d.status, st.RESTARTING)["reason"] == st.POD_LOST
 
 
 def test_all_running_then_all_succeeded(train_job):
@@ -295,9 +317,34 @@ def test_conditions_keep_their_transition_time():
 
 def test_termination_message_parsing():
     assert Termination.parse("") is None
-    assert Termination.parse("Traceback ...\nKilled").message.endswith("Killed")  # log tail fallback
+    assert Termination.parse("Traceback ...\nKilled") is None  # a log tail is never read
     term = Termination.parse('{"status": "failed", "exitCode": 2, "retryable": false, "epoch": 3}')
     assert (term.status, term.exit_code, term.retryable, term.details) == ("failed", 2, False, {"epoch": 3})
+
+
+def test_a_log_tail_in_the_termination_message_never_reaches_status_or_events(train_job):
+    """Under FallbackToLogsOnError a kubelet puts the log's last lines there; readers of trainjobs must not
+    see what only pods/log may show."""
+    from torchyard.operator.kube.render import render_k8s
+
+    body = render_k8s(train_job())[1]
+    tail = "loading s3://bucket with AWS_SECRET_ACCESS_KEY=hunter2\nKilled"
+    finished = rfc3339(NOW - datetime.timedelta(seconds=60))  # past the wait for rank 0's report
+    terminated = {"exitCode": 1, "finishedAt": finished, "message": tail}
+    body["status"] = {"phase": "Failed", "containerStatuses": [{"state": {"terminated": terminated}}]}
+
+    d = decide(train_job(), {"phase": "Running"}, [pod_state(body), pod(1)], NOW)
+
+    told = json.dumps([d.status, d.events])
+    assert "Restarting" in told and "exited with code 1" in told
+    assert "hunter2" not in told and "Killed" not in told
+
+
+def test_pods_ask_for_the_trainers_message_only(train_job):
+    from torchyard.operator.kube.render import render_k8s
+
+    for body in render_k8s(train_job())[1:]:
+        assert body["spec"]["containers"][0]["terminationMessagePolicy"] == "File"
 
 
 def test_pod_state_from_a_pod_body(train_job):

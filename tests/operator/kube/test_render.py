@@ -109,7 +109,7 @@ def test_service_and_pods(train_job):
             "--master-addr=digits-mlp-node-0.digits-mlp",
             "--master-port=29500",
         ]
-        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+        assert container["terminationMessagePolicy"] == "File"
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert {"name": "dshm", "emptyDir": {"medium": "Memory"}} in spec["volumes"]
 
