@@ -488,14 +488,19 @@ async def make_namespace(api: KubeApi, name: str, node: str) -> None:
         "metadata": {"name": name, "annotations": annotations},
     }
     await api.create(resource_path("v1", "namespaces"), namespace)
+    await until_default_account(api, name)
+
+
+async def until_default_account(api: KubeApi, namespace: str) -> None:
+    """Pods are refused until kube-controller-manager made the namespace's default ServiceAccount."""
     deadline = time.monotonic() + 60
-    while True:  # pods are refused until kube-controller-manager made the namespace's default ServiceAccount
+    while True:
         with contextlib.suppress(ApiError):
-            await api.get(resource_path("v1", "serviceaccounts", name, "default"))
+            await api.get(resource_path("v1", "serviceaccounts", namespace, "default"))
             return
         if time.monotonic() > deadline:
             raise SystemExit(
-                f"namespace {name} got no default ServiceAccount in 60 s: is kube-controller-manager up?"
+                f"namespace {namespace} got no default ServiceAccount in 60 s: is kube-controller-manager up?"
             )
         await asyncio.sleep(0.2)
 

@@ -43,6 +43,7 @@ from operator_latency import (  # isort: skip
     start_plane,
     start_torchyard,
     trainjob,
+    until_default_account,
     write_section,
 )
 
@@ -155,17 +156,6 @@ async def measure(args: argparse.Namespace) -> Run:
         (tmp / "torchyard.kubeconfig").unlink(missing_ok=True)
         await api.close()
     return run
-
-
-async def until_default_account(api: KubeApi, namespace: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:  # pods are refused until kube-controller-manager made the namespace's default ServiceAccount
-        with contextlib.suppress(ApiError):
-            await api.get(resource_path("v1", "serviceaccounts", namespace, "default"))
-            return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"namespace {namespace} got no default ServiceAccount in 60 s")
-        await asyncio.sleep(0.2)
 
 
 def report(args: argparse.Namespace, run: Run) -> str:
