@@ -135,19 +135,24 @@ async def list_watch(
     path: str,
     handle: Callable[[str, dict[str, Any]], Awaitable[None]],
     listed: asyncio.Event | None = None,
+    on_list: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
     **selectors: str,
 ) -> None:
-    """An informer's loop, for ever: list (every object is ADDED, then `listed` is set), watch from that
-    version, resume when a stream ends or breaks (a pause while the server is away), relist after an ERROR
-    event (410: history compacted). BOOKMARKs only move the version."""
+    """An informer's loop, for ever: list (every object is ADDED, or with `on_list` the whole listing goes
+    there, so that a relist can drop what vanished meanwhile; then `listed` is set), watch from that version,
+    resume when a stream ends or breaks (a pause while the server is away), relist after an ERROR event
+    (410: history compacted). BOOKMARKs only move the version."""
     version = None
     while True:
         try:
             if version is None:
                 listing = await api.request("GET", path, **selectors)
                 version = listing["metadata"]["resourceVersion"]
-                for item in listing["items"]:
-                    await handle("ADDED", item)
+                if on_list is not None:
+                    await on_list(listing["items"])
+                else:
+                    for item in listing["items"]:
+                        await handle("ADDED", item)
                 if listed is not None:
                     listed.set()
             async for event in api.watch(path, version, **selectors):

@@ -1,10 +1,11 @@
 """The pod backend: each job runs as a headless Service and one pod per node, restarted as a gang.
 
-Its handlers keep an index of the operator's pods by job, filled from the watch (never a server-side label
-selector), and wake a job's loop when one of its pods changes. One step of a job's loop: the pods from the
-index corrected by what this loop created or deleted (observe.Expectations), decide.decide (pure), then
-create and delete what it says. A create the API server refuses shows in the job's status and events;
-the refusal or a name clash with something the job does not own is retried, never overwritten.
+Its informer (kube/informer.py) keeps the operator's pods by job, from its own list and watch rather than
+kopf's (which keeps several KiB per watched pod), and wakes a job's loop when one of its pods changes. One
+step of a job's loop: the pods from the informer corrected by what this loop created or deleted
+(observe.Expectations), decide.decide (pure), then create and delete what it says. A create the API server
+refuses shows in the job's status and events; the refusal or a name clash with something the job does not
+own is retried, never overwritten.
 
     backend = PodBackend()     # control/handlers.build_registry(backend); memo_for(config, backend)
 
@@ -27,52 +28,48 @@ from torchyard.operator.control.kubeapi import KubeApi, resource_path
 from torchyard.operator.control.loop import JobKey, JobLoop, OperatorState
 from torchyard.operator.errors import ApiError
 from torchyard.operator.kube import decide
-from torchyard.operator.kube.observe import Expectations, PodState, job_key, pod_state
+from torchyard.operator.kube.informer import PodInformer
+from torchyard.operator.kube.observe import Expectations, PodState, pod_state
 from torchyard.operator.kube.policy import PolicyCheck, named_objects, unchecked
-from torchyard.operator.kube.render import LABEL_JOB
 
-OPERATOR_PODS = {LABEL_JOB: kopf.PRESENT}
 CONFLICT_RETRY_SECONDS = 10.0
 
 
 class PodBackend:
-    indexes = ("pods_by_job",)
+    indexes = ()
     errors: tuple[type[Exception], ...] = ()
     poll_seconds = None  # pod events wake the loop
 
     def __init__(self, trust_job_specs: bool = False) -> None:
         self.policy = PolicyCheck(trusted=trust_job_specs)
+        self.informer = PodInformer()
 
     def register(self, registry: kopf.OperatorRegistry) -> None:
-        kopf.index("pods", labels=OPERATOR_PODS, registry=registry, id="pods_by_job")(pods_by_job)
-        kopf.on.event("pods", labels=OPERATOR_PODS, registry=registry)(pod_changed)
+        kopf.on.cleanup(registry=registry)(self.stop)
 
     def job(self, loop: JobLoop) -> PodJob:
-        return PodJob(loop, self.policy)
+        return PodJob(loop, self)
+
+    async def pods(self, state: OperatorState, key: JobKey) -> list[PodState]:
+        """The job's pods, once the informer has listed them (it starts with the first job that asks)."""
+        self.informer.start(state.api, state.config.namespaces, state.wake)
+        await self.informer.ready()
+        return self.informer.pods(key)
 
     async def job_deleted(self, state: OperatorState, key: JobKey, body: kopf.Body, **indexes: Any) -> None:
         """Delete its pods and Service now, so nothing is left running even without garbage collection."""
-        pods = list(indexes["pods_by_job"].get(key, []))
-        await delete_children(state.api, key, pods, body.metadata.uid)
+        await delete_children(state.api, key, await self.pods(state, key), body.metadata.uid)
 
-
-def pods_by_job(body: kopf.Body, **_: Any) -> dict[JobKey, PodState] | None:
-    key = job_key(body)
-    return {key: pod_state(body)} if key else None
-
-
-def pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    key = job_key(body)
-    if key is not None:
-        memo.state.wake(key)
+    async def stop(self, **_: Any) -> None:
+        await self.informer.stop()
 
 
 class PodJob:
     """One job's pods: what this loop expects of them, and the creates the API server refused."""
 
-    def __init__(self, loop: JobLoop, policy: PolicyCheck) -> None:
+    def __init__(self, loop: JobLoop, backend: PodBackend) -> None:
         self.loop = loop
-        self.policy = policy
+        self.backend = backend
         self.expectations = Expectations()
         self.conflicts: list[str] = []
         self.refused: list[str] = []
@@ -85,13 +82,12 @@ class PodJob:
         self, job: Any, now: datetime.datetime, train_job: TrainJob | None, train_status: dict | None
     ) -> decide.PodDecision:
         loop = self.loop
-        observed = [p for p in loop.index("pods_by_job", loop.key) if isinstance(p, PodState)]
-        pods = self.expectations.apply(observed)
+        pods = self.expectations.apply(await self.backend.pods(loop.state, loop.key))
         report_grace = loop.state.config.report_grace
         if report_grace is None:
             report_grace = decide.REPORT_GRACE_SECONDS
         decision = decide.decide(job, loop.status, pods, now, train_job, train_status, report_grace)
-        if decision.create and named_objects(job) and not await self.policy.enforced(self.api):
+        if decision.create and named_objects(job) and not await self.backend.policy.enforced(self.api):
             refusal = unchecked(job, loop.namespace)
             decision = decide.PodDecision(
                 status=rejected(loop.status, c.NOT_ALLOWED, str(refusal), now),
@@ -114,7 +110,7 @@ class PodJob:
 
     async def cleanup(self) -> None:
         loop = self.loop
-        await delete_children(self.api, loop.key, loop.index("pods_by_job", loop.key), loop.uid)
+        await delete_children(self.api, loop.key, await self.backend.pods(loop.state, loop.key), loop.uid)
 
     async def _apply(self, decision: decide.PodDecision, pods: dict[str, PodState]) -> None:
         self.conflicts, self.refused = [], []

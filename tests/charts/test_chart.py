@@ -282,6 +282,16 @@ def test_high_availability_and_peering(render, case):
         assert {p["metadata"]["namespace"] for p in peerings} == set(served(values))
 
 
+def test_the_job_policy_is_on_by_default_and_its_binding_is_labelled(render):
+    manifests = render()
+    policy = one(manifests, "ValidatingAdmissionPolicy", f"{FULLNAME}-jobs")
+    binding = one(manifests, "ValidatingAdmissionPolicyBinding", f"{FULLNAME}-jobs")
+    assert binding["spec"] == {"policyName": f"{FULLNAME}-jobs", "validationActions": ["Deny"]}
+    assert binding["metadata"]["labels"]["torchyard.dev/job-policy"] == f"{FULLNAME}-jobs"  # kube/policy.py
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert not find(render(CASES["no-job-policy"]), "ValidatingAdmissionPolicy")
+
+
 def test_metrics_service_servicemonitor_and_dashboard(render):
     assert not find(render(), "ServiceMonitor") and not find(render(), "ConfigMap")
     manifests = render(CASES["everything"])
