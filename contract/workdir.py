@@ -5,7 +5,8 @@ the same facts travel in rank 0's termination message instead).
 
     last_checkpoint   the absolute path of the newest checkpoint (a pointer file)
     best_checkpoint   the absolute path of the best one by `save_best`
-    scalars.jsonl     one JSON object per logged step: losses, lr, and each validation's metrics
+    scalars.jsonl     one JSON object per logged step: losses, lr, and each validation's metrics, each with
+                      its wall-clock `timestamp` (UTC, ISO 8601)
     metrics.json      torchyard-test's result: {"checkpoint": ..., "metrics": {...}}
 """
 
@@ -20,7 +21,7 @@ BEST_POINTER = "best_checkpoint"
 POINTERS = {"latest": LAST_POINTER, "best": BEST_POINTER}  # spec.fromTrainJob.checkpoint -> pointer file
 SCALARS = "scalars.jsonl"
 TEST_RESULT = "metrics.json"
-SCALAR_KEYS = ("mode", "epoch", "iter")  # the fields of a scalars.jsonl row that are not values
+SCALAR_KEYS = ("mode", "epoch", "iter", "timestamp")  # the fields of a scalars.jsonl row that are not values
 
 
 def read_pointer(work_dir: str | Path, which: str) -> str | None:

@@ -30,6 +30,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         "slurm (srun), mpi (mpirun)")
     # --local-rank / --local_rank: passed by torch.distributed.launch
     parser.add_argument("--local-rank", "--local_rank", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the config this run would use (after _base_, --cfg-options and the other "
+                        "flags) and exit")
     parser.add_argument("--debug", action="store_true", help="show full trace-backs on errors")
     parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('torchyard')}")
 
@@ -42,6 +45,12 @@ def load_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = str(Path("work_dirs") / Path(args.config).stem)
     cfg.launcher = args.launcher
     return cfg
+
+
+def print_config(cfg: Config) -> dict:
+    """--print-config: the merged config on stdout; nothing is built or run."""
+    print(cfg.pretty_text, end="" if cfg.pretty_text.endswith("\n") else "\n")
+    return {}
 
 
 def exit_process(code: int) -> NoReturn:

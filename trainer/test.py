@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from torchyard.contract.workdir import TEST_RESULT
-from torchyard.trainer.cli import add_common_args, entry_points, load_config
+from torchyard.trainer.cli import add_common_args, entry_points, load_config, print_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,9 +32,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def test(args: argparse.Namespace) -> dict:
-    from torchyard.trainer.dist import destroy_distributed
-    from torchyard.trainer.runner import Runner
-
     cfg = load_config(args)
     if args.out:
         evaluators = cfg.get("test_evaluator") or []
@@ -44,6 +41,11 @@ def test(args: argparse.Namespace) -> dict:
         cfg.custom_hooks = [*cfg.get("custom_hooks", []),
                             {"type": "VisualizationHook", "show_dir": args.show_dir,
                              "max_samples": args.show_limit}]
+    if args.print_config:
+        return print_config(cfg)
+    from torchyard.trainer.dist import destroy_distributed
+    from torchyard.trainer.runner import Runner
+
     runner = None
     try:
         runner = Runner(cfg, log_name="test.log")

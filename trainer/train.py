@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from torchyard.trainer.cli import add_common_args, entry_points, load_config
+from torchyard.trainer.cli import add_common_args, entry_points, load_config, print_config
 from torchyard.trainer.stop import StopRequest
 
 
@@ -35,9 +35,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def train(args: argparse.Namespace) -> dict:
-    from torchyard.trainer.dist import destroy_distributed
-    from torchyard.trainer.runner import Runner
-
     cfg = load_config(args)
     if args.resume:
         cfg.resume = args.resume
@@ -50,6 +47,11 @@ def train(args: argparse.Namespace) -> dict:
         randomness["seed"] = args.seed
     if args.deterministic:
         randomness["deterministic"] = True
+    if args.print_config:
+        return print_config(cfg)
+    from torchyard.trainer.dist import destroy_distributed
+    from torchyard.trainer.runner import Runner
+
     # Before the slow setup: SIGTERM from Kubernetes or Slurm while the runner is built must end in a clean
     # stop, not kill this rank mid-rendezvous while the others wait for it.
     stop = StopRequest().install()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from torchyard.contract.workdir import last_val_metrics
 from torchyard.trainer.config import Config, ConfigError
 from torchyard.trainer.hooks import Hook
 from torchyard.trainer.loops import TrainingInterrupted
@@ -145,11 +147,16 @@ def test_test_reports_per_class_metrics_beside_scalar_ones(tmp_path, capsys):
 
 
 def test_scalars_jsonl_has_loss_lr_time_eta_memory_and_val_metrics(tmp_path):
+    started = datetime.datetime.now(datetime.UTC)
     train(make_cfg(tmp_path, train_cfg=dict(by_epoch=True, max_epochs=1)))
     records = [json.loads(line) for line in (tmp_path / "scalars.jsonl").read_text().splitlines()]
     train_records = [r for r in records if r["mode"] == "train"]
     assert {"loss", "lr", "time", "data_time", "eta_s", "memory_mb"} <= train_records[0].keys()
     assert [r["accuracy/top1"] for r in records if r["mode"] == "val"]
+    stamps = [datetime.datetime.fromisoformat(r["timestamp"]) for r in records]  # wall clock, UTC
+    assert started <= stamps[0] <= stamps[-1] <= datetime.datetime.now(datetime.UTC)
+    assert stamps == sorted(stamps)
+    assert "timestamp" not in last_val_metrics(tmp_path)  # not a metric: status.metrics never shows it
 
 
 # ---- real processes ----------------------------------------------------------------------------------------

@@ -117,7 +117,9 @@ class LoggerHook(Hook):
 
     def _write(self, record: dict, step: int) -> None:
         if self._scalars:
-            self._scalars.write(json.dumps(record) + "\n")
+            # when it happened: iterations alone cannot line a run up with other logs or tell a pause apart
+            stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+            self._scalars.write(json.dumps({**record, "timestamp": stamp}) + "\n")
             self._scalars.flush()
         if self._writer:
             for key, value in record.items():
