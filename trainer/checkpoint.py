@@ -318,11 +318,12 @@ def _save(state: dict, path: Path, previous: Callable[[], Path | None], durable:
 
 def _write_digest(path: Path, durable: bool) -> None:
     """Hash the file as written (from the page cache, just after the write) into ``<name>.sha256``."""
-    line = f"{_sha256_of(path)}  {path.name}\n".encode()
+    line = f"{sha256_of(path)}  {path.name}\n".encode()
     _atomic_write(digest_path(path), lambda f: f.write(line), durable)
 
 
-def _sha256_of(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256, hex, read in 16 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(16 << 20):
@@ -354,13 +355,13 @@ def _load_verified(path: Path, map_location: str | torch.device) -> dict:
     if expected is None:
         return torch.load(path, map_location=map_location, weights_only=True)
     if path.stat().st_size < HASH_BESIDE_LOAD_BYTES:
-        digest = _sha256_of(path)
+        digest = sha256_of(path)
         state = torch.load(path, map_location=map_location, weights_only=True)
     else:
         if _verifier is None:
             _verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-verify")
         # Hash while torch reads: both from the page cache, so the hash no longer doubles the load time.
-        actual = _verifier.submit(_sha256_of, path)
+        actual = _verifier.submit(sha256_of, path)
         try:
             state = torch.load(path, map_location=map_location, weights_only=True)
         finally:

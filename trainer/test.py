@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ def test(args: argparse.Namespace) -> dict:
                              "max_samples": args.show_limit}]
     if args.print_config:
         return print_config(cfg)
+    from torchyard.trainer.checkpoint import sha256_of
     from torchyard.trainer.dist import destroy_distributed
     from torchyard.trainer.runner import Runner
 
@@ -53,7 +53,7 @@ def test(args: argparse.Namespace) -> dict:
         checkpoint = Path(runner.tested_checkpoint)
         if runner.env.is_main:
             result = {"metrics": metrics, "checkpoint": str(checkpoint.resolve()),
-                      "checkpoint_sha256": _sha256(checkpoint), "config": cfg.pretty_text,
+                      "checkpoint_sha256": sha256_of(checkpoint), "config": cfg.pretty_text,
                       "time": time.time()}
             (runner.work_dir / TEST_RESULT).write_text(json.dumps(result, indent=2))
             for key, value in metrics.items():
@@ -63,14 +63,6 @@ def test(args: argparse.Namespace) -> dict:
             runner.close()
         destroy_distributed()  # also when building the runner failed after joining the group
     return {"metrics": metrics, "checkpoint": str(checkpoint)}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 main, cli = entry_points(test, parse_args)

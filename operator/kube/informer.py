@@ -48,7 +48,8 @@ class PodInformer:
             self._tasks.append(asyncio.create_task(watch, name=f"pods {namespace or 'everywhere'}"))
 
     async def ready(self) -> None:
-        await asyncio.gather(*(listed.wait() for listed in self._listed))
+        if not all(listed.is_set() for listed in self._listed):  # every reconcile asks: answer at once
+            await asyncio.gather(*(listed.wait() for listed in self._listed))
 
     def pods(self, key: JobKey) -> list[PodState]:
         return list(self._pods.get(key, {}).values())
