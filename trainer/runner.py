@@ -187,11 +187,13 @@ class Runner:
         signum = all_reduce_max(self.stop.signum, self.env)
         if not signum:
             return
-        if self._saved_at_iter == self.iter:
+        if self._saved_at_iter != self.iter:
+            path = self.save_checkpoint(f"iter_{self.iter}.pth")
+        elif self.env.is_main:
             path = self.checkpoints.last()
         else:
-            path = self.save_checkpoint(f"iter_{self.iter}.pth")
-        # Other ranks neither save nor wait for rank 0's pointer file.
+            path = None
+        # Other ranks neither save nor read rank 0's pointer file, which may not have moved yet.
         raise TrainingInterrupted(signum, str(path) if path else f"the last checkpoint in {self.work_dir}")
 
     def _auto_scale_lr(self) -> None:

@@ -84,6 +84,15 @@ FAULT_HOOKS = textwrap.dedent('''
                 os.kill(os.getpid(), signal.SIGKILL)
 
     @HOOKS.register()
+    class TermAtEpochEnd(Hook):
+        """SIGTERM every rank after the last iteration of epoch `epoch`, as Kubernetes or Slurm stop a job."""
+        def __init__(self, epoch):
+            self.epoch = epoch
+        def after_train_iter(self, runner, losses):
+            if runner.epoch + 1 == self.epoch and runner.inner_iter == runner.iters_per_epoch:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    @HOOKS.register()
     class DieWhileSaving(Hook):
         """At iteration `at`, write half of the checkpoint file, then die."""
         def __init__(self, at):

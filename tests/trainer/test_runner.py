@@ -275,6 +275,21 @@ def test_cli_errors_are_one_clear_line_with_the_config_error_exit_code(tmp_path,
 
 
 @pytest.mark.e2e
+def test_a_stop_at_an_epoch_end_names_one_checkpoint_the_one_resume_uses(tmp_path):
+    """Only rank 0 saves: another rank must not name the file its stale view of the pointer names."""
+    (tmp_path / "fault_hooks.py").write_text(FAULT_HOOKS)
+    cfg = make_cfg(tmp_path / "run", custom_hooks=[dict(type="TermAtEpochEnd", epoch=2)])
+    stopped = run_trainer(tmp_path, write_config(tmp_path / "c.py", cfg, "fault_hooks"), nproc=2)
+    assert stopped.returncode != 0
+    named = re.findall(r"stopped by signal 15; resume from (.+)", stopped.stderr)
+    assert len(named) == 2, stopped.stderr[-3000:]
+    assert named.count(f"the last checkpoint in {tmp_path / 'run'}") == 1, named
+    checkpoint = next(name for name in named if name.endswith(".pth"))
+    assert Path(checkpoint).name == "epoch_2.pth"
+    assert (tmp_path / "run" / "last_checkpoint").read_text() == checkpoint
+
+
+@pytest.mark.e2e
 def test_sigterm_to_one_rank_during_setup_stops_every_rank_cleanly(tmp_path):
     """Slurm's scancel --signal=TERM reaches every process of a step, maybe before training starts."""
     (tmp_path / "term_rank1_on_import.py").write_text(
