@@ -110,6 +110,34 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
+LOADER_KEYS = {"batch_size", "num_workers", "dataset", "sampler", "persistent_workers", "pin_memory",
+               "drop_last", "collate_fn"}
+# mmengine's two samplers act alike here: the loop passes over the data in epochs either way, reshuffling
+# each pass, and resumes mid-pass.
+SAMPLERS = {"DefaultSampler", "InfiniteSampler"}
+SAMPLER_KEYS = {"type", "shuffle", "seed", "round_up"}
+
+
+def _check_loader_keys(cfg: dict, where: str) -> None:
+    unknown = sorted(set(cfg) - LOADER_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
+                          f"known: {', '.join(sorted(LOADER_KEYS))}")
+    sampler = cfg.get("sampler") or {}
+    if sampler.get("type", "DefaultSampler") not in SAMPLERS or set(sampler) - SAMPLER_KEYS:
+        raise ConfigError(f"{where}.sampler: {sampler!r} is not supported; use dict(type='DefaultSampler' or "
+                          "'InfiniteSampler', shuffle=True/False)")
+    if sampler.get("round_up", True) is not True:
+        raise ConfigError(f"{where}.sampler.round_up: only True is supported (ranks get equal shares, "
+                          "the last padded with repeated samples)")
+    if sampler.get("seed") is not None:
+        raise ConfigError(f"{where}.sampler.seed: set randomness.seed instead, which seeds the sampler too")
+    collate = cfg.get("collate_fn") or {}
+    if collate.get("type", "default_collate") != "default_collate" or set(collate) - {"type"}:
+        raise ConfigError(f"{where}.collate_fn: {collate!r} is not supported; batches are stacked by "
+                          "dict(type='default_collate')")
+
+
 def build_dataloader(cfg: dict, env: DistEnv, seed: int, train: bool, where: str) -> DataLoader:
     """``cfg``: ``dict(batch_size, num_workers=0, dataset=dict(type=...), sampler=dict(shuffle=True))``."""
     if "dataset" not in cfg or "batch_size" not in cfg:
@@ -120,9 +148,10 @@ def build_dataloader(cfg: dict, env: DistEnv, seed: int, train: bool, where: str
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             kind = "a positive" if least else "a non-negative"
             raise ConfigError(f"{where}.{key}: must be {kind} integer, got {value!r}")
+    _check_loader_keys(cfg, where)
     dataset = DATASETS.build(cfg["dataset"], where=f"{where}.dataset")
     num_workers = cfg.get("num_workers", 0)
-    sampler_cfg = cfg.get("sampler", {})
+    sampler_cfg = cfg.get("sampler") or {}
     if train:
         sampler = ResumableSampler(dataset, env, shuffle=sampler_cfg.get("shuffle", True), seed=seed,
                                    drop_last=cfg.get("drop_last", False))

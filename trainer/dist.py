@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,6 +19,7 @@ import torch.distributed as dist
 from torchyard.contract.launchers import LAUNCHERS
 from torchyard.contract.ports import DEFAULT_MASTER_PORT, slurm_port
 from torchyard.trainer.config import ConfigError
+from torchyard.trainer.runtime import EnvCfg
 
 
 @dataclass(frozen=True)
@@ -130,18 +132,26 @@ def first_slurm_host(nodelist: str) -> str:
     return re.sub(r"\[([^\]]+)\]", lambda ranges: ranges.group(1).split(",")[0].split("-")[0], match.group(0))
 
 
-def init_distributed(launcher: str, env: Mapping[str, str] | None = None, timeout_s: int = 1800) -> DistEnv:
-    """Join the process group (gloo on CPU, nccl on CUDA); a no-op for one process."""
+def init_distributed(launcher: str, env: Mapping[str, str] | None = None, timeout_s: int = 1800,
+                     backend: str | None = None) -> DistEnv:
+    """Join the process group (``backend``, by default gloo on CPU and nccl on CUDA); a no-op for one process.
+
+    nccl without CUDA falls back to gloo with a warning: OpenMMLab's runtime files ask for nccl, and the
+    same config should also run on a laptop."""
     info = parse_launcher_env(launcher, os.environ if env is None else env)
     if not info.distributed:
         return info
     use_cuda = torch.cuda.is_available()
+    if backend == "nccl" and not use_cuda:
+        warnings.warn("env_cfg.dist_cfg.backend='nccl' needs CUDA, which this run does not have; using gloo",
+                      stacklevel=2)
+        backend = "gloo"
     if use_cuda:
         torch.cuda.set_device(info.local_rank % torch.cuda.device_count())
     # env:// lets workers under torchrun join the agent's own store instead of binding MASTER_PORT again.
     os.environ.update(MASTER_ADDR=info.master_addr, MASTER_PORT=str(info.master_port), RANK=str(info.rank),
                       WORLD_SIZE=str(info.world_size), LOCAL_RANK=str(info.local_rank))
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",
+    dist.init_process_group(backend=backend or ("nccl" if use_cuda else "gloo"), init_method="env://",
                             timeout=timedelta(seconds=timeout_s))
     return info
 
@@ -172,3 +182,13 @@ def all_reduce_max(value: int, info: DistEnv) -> int:
     tensor = torch.tensor([value], dtype=torch.int64)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return int(tensor.item())
+
+
+def apply_env_cfg(env_cfg: EnvCfg, deterministic: bool) -> None:
+    """``env_cfg``'s process settings: cuDNN autotuning (never with ``deterministic``) and the start method
+    of DataLoader workers."""
+    if env_cfg.cudnn_benchmark and not deterministic:
+        torch.backends.cudnn.benchmark = True
+    method = env_cfg.mp_start_method
+    if method and torch.multiprocessing.get_start_method(allow_none=True) != method:
+        torch.multiprocessing.set_start_method(method, force=True)

@@ -60,7 +60,7 @@ class TrainLoop:
                 if self.iter >= runner.max_iters:
                     optim.flush()
                 for scheduler in runner.iter_schedulers:
-                    scheduler.step(self.iter - 1)
+                    scheduler.step()
                 if not runner.by_epoch and runner.validation_due(self.iter):
                     runner.validate()
                 runner.call_hook("after_train_iter", losses=losses)
@@ -81,7 +81,7 @@ class TrainLoop:
         self.epoch += 1
         self.inner_iter = 0
         for scheduler in runner.epoch_schedulers:
-            scheduler.step(self.epoch - 1)
+            scheduler.step()
         if runner.by_epoch and runner.validation_due(self.epoch):
             runner.validate()
         runner.call_hook("after_train_epoch")

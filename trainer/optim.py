@@ -1,41 +1,26 @@
-"""``optim_wrapper`` (optimizer, AMP, gradient clipping and accumulation) and ``param_scheduler`` configs.
+"""``optim_wrapper`` configs: the optimizer, AMP, gradient clipping and accumulation.
 
     optim_wrapper = dict(optimizer=dict(type="SGD", lr=0.1, momentum=0.9), clip_grad=dict(max_norm=1.0),
                          accumulative_counts=2)
-    param_scheduler = [dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=50),
-                       dict(type="CosineAnnealingLR", by_epoch=True, begin=0, end=10)]
 
-Every ``torch.optim`` optimizer and ``torch.optim.lr_scheduler`` scheduler is registered. A scheduler
-acts only within ``[begin, end)``, counted in epochs or iterations (``by_epoch``); schedulers chain, as in
-mmengine.
+Every ``torch.optim`` optimizer is registered. ``param_scheduler`` is in schedulers.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.optim import lr_scheduler
 
 from torchyard.trainer.config import ConfigError
-from torchyard.trainer.registry import OPTIMIZERS, PARAM_SCHEDULERS
+from torchyard.trainer.registry import OPTIMIZERS
 
 OPTIMIZERS.register_all(
     cls for cls in vars(torch.optim).values()
     if inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer
-)
-# Left out: ReduceLROnPlateau needs a metric at every step, SequentialLR and ChainedScheduler need built
-# schedulers; a param_scheduler list with begin/end expresses the same.
-UNBUILDABLE_SCHEDULERS = (lr_scheduler.LRScheduler, lr_scheduler._LRScheduler, lr_scheduler.ReduceLROnPlateau,
-                          lr_scheduler.SequentialLR, lr_scheduler.ChainedScheduler)
-PARAM_SCHEDULERS.register_all(
-    cls for name, cls in vars(lr_scheduler).items()
-    if inspect.isclass(cls) and issubclass(cls, lr_scheduler.LRScheduler) and not name.startswith("_")
-    and cls not in UNBUILDABLE_SCHEDULERS
 )
 
 
@@ -163,60 +148,3 @@ def build_optim_wrapper(cfg: dict, model: nn.Module, amp: bool, device: torch.de
     optimizer = OPTIMIZERS.build(cfg["optimizer"], where="optim_wrapper.optimizer",
                                  params=[p for p in model.parameters() if p.requires_grad])
     return OptimWrapper(optimizer, cfg.get("accumulative_counts", 1), cfg.get("clip_grad"), amp_dtype, device)
-
-
-class ParamScheduler:
-    """A torch LR scheduler stepped only while ``begin <= t < end``, ``t`` in epochs or iterations."""
-
-    def __init__(self, scheduler: lr_scheduler.LRScheduler, by_epoch: bool, begin: int, end: float) -> None:
-        self.scheduler = scheduler
-        self.by_epoch = by_epoch
-        self.begin = begin
-        self.end = end
-
-    def step(self, t: int) -> None:
-        """Called after unit ``t`` (an epoch or an iteration) has finished."""
-        if self.begin > 0 and t == self.begin - 1:
-            # Held back when built (see build_param_schedulers): act from unit ``begin`` on as if built then.
-            self.scheduler._initial_step()
-        elif self.begin <= t < self.end:
-            self.scheduler.step()
-
-    def state_dict(self) -> dict:
-        return self.scheduler.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.scheduler.load_state_dict(state)
-
-
-def build_param_schedulers(cfgs: list[dict] | dict | None, optimizer: torch.optim.Optimizer,
-                           max_epochs: int, max_iters: int) -> list[ParamScheduler]:
-    if not cfgs:
-        return []
-    cfgs = [cfgs] if isinstance(cfgs, dict) else cfgs
-    schedulers = []
-    for i, cfg in enumerate(cfgs):
-        where = f"param_scheduler[{i}]"
-        cfg = dict(cfg)
-        by_epoch = cfg.pop("by_epoch", True)
-        begin = cfg.pop("begin", 0)
-        end = cfg.pop("end", max_epochs if by_epoch else max_iters)
-        if not 0 <= begin < end:
-            raise ConfigError(f"{where}: needs 0 <= begin < end, got begin={begin}, end={end}")
-        span = end - begin if math.isfinite(end) else None
-        name = cfg["type"] if isinstance(cfg.get("type"), str) else getattr(cfg.get("type"), "__name__", "")
-        # OpenMMLab configs leave the length to begin/end; torch wants it spelled out.
-        if name == "CosineAnnealingLR" and span:
-            cfg.setdefault("T_max", span)
-        if name in ("LinearLR", "ConstantLR", "PolynomialLR") and span:
-            cfg.setdefault("total_iters", span)
-        cfg.pop("convert_to_iter_based", None)
-        lrs = [group["lr"] for group in optimizer.param_groups]
-        scheduler = PARAM_SCHEDULERS.build(cfg, where=where, optimizer=optimizer)
-        if begin > 0:
-            # torch schedulers act when built (LinearLR scales by start_factor); undo that until ``begin``.
-            for group, lr in zip(optimizer.param_groups, lrs, strict=True):
-                group["lr"] = lr
-            scheduler.last_epoch = -1
-        schedulers.append(ParamScheduler(scheduler, by_epoch, begin, end))
-    return schedulers

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 import time
 from pathlib import Path
 
@@ -16,16 +17,18 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import torchyard.trainer.hooks.checkpoint
-import torchyard.trainer.hooks.logger
+import torchyard.trainer.hooks.runtime
 import torchyard.trainer.hooks.visualization
 import torchyard.trainer.metrics
 import torchyard.trainer.models
 import torchyard.trainer.tasks  # noqa: F401 - importing registers the built-in hooks, metrics, models
+from torchyard.trainer import runtime
 from torchyard.trainer.checkpoint import CheckpointManager, load_checkpoint, resolve_checkpoint
 from torchyard.trainer.config import Config, ConfigError
 from torchyard.trainer.data import build_dataloader
 from torchyard.trainer.dist import (
     all_reduce_max,
+    apply_env_cfg,
     destroy_distributed,
     device_for,
     finish_distributed,
@@ -33,10 +36,12 @@ from torchyard.trainer.dist import (
 )
 from torchyard.trainer.evaluation import Evaluator
 from torchyard.trainer.hooks import build_hooks
+from torchyard.trainer.hooks.logger import LoggerHook
 from torchyard.trainer.logger import format_metrics, setup_logger
 from torchyard.trainer.loops import LoopCounter, TrainingInterrupted, TrainLoop, run_eval_loop
-from torchyard.trainer.optim import build_optim_wrapper, build_param_schedulers
+from torchyard.trainer.optim import build_optim_wrapper
 from torchyard.trainer.registry import MODELS, import_custom_modules
+from torchyard.trainer.schedulers import build_param_schedulers
 from torchyard.trainer.seed import get_rng_state, seed_everything, set_rng_state
 from torchyard.trainer.stop import StopRequest
 
@@ -57,19 +62,29 @@ class Runner:
         import_custom_modules(cfg.get("custom_imports"))
         self.cfg = cfg
         self.work_dir = Path(cfg.get("work_dir") or Path("work_dirs") / Path(cfg.filename or "run").stem)
-        self.env = init_distributed(cfg.get("launcher", "none"))
+        tolerated = runtime.check_top_level(cfg)
+        randomness = runtime.randomness(cfg)
+        env_cfg = runtime.env_cfg(cfg)
+        self.env = init_distributed(cfg.get("launcher", "none"), backend=env_cfg.backend)
         self.device = device_for(self.env)
         try:
             self.logger = setup_logger(self.work_dir, self.env.rank, log_name, cfg.get("log_level", "INFO"))
         except OSError as err:
             raise ConfigError(f"work_dir {self.work_dir}: cannot create or write it ({err.strerror or err}); "
                               "set a writable work_dir (--work-dir)") from None
-        randomness = cfg.get("randomness") or {}
-        self.seed = randomness.get("seed", 0)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ConfigError(f"randomness.seed: must be an integer, got {self.seed!r}")
-        self.deterministic = randomness.get("deterministic", False)
-        seed_everything(self.seed, self.env.rank, self.deterministic)
+        for warning in tolerated:
+            self.logger.warning(warning)
+        self.seed = randomness.seed
+        self.seed_drawn = self.seed is None
+        if self.seed_drawn:
+            # Drawn on rank 0 and shared, so that every rank's sampler shuffles alike (as mmengine does).
+            self.seed = all_reduce_max(random.SystemRandom().randrange(2**31) if self.env.is_main else 0,
+                                       self.env)
+            self.logger.info(f"randomness.seed=None: drew seed {self.seed} (set randomness.seed={self.seed} "
+                             "to repeat this run)")
+        self.deterministic = randomness.deterministic
+        seed_everything(self.seed, self.env.rank if randomness.diff_rank_seed else 0, self.deterministic)
+        apply_env_cfg(env_cfg, self.deterministic)
         model = MODELS.build(cfg.model, where="model").to(self.device)
         self.model = DistributedDataParallel(model) if self.env.distributed else model
         self.hooks = build_hooks({**DEFAULT_HOOKS, **cfg.get("default_hooks", {})}, cfg.get("custom_hooks"))
@@ -116,7 +131,9 @@ class Runner:
         """
         cfg = self.cfg
         train_cfg = dict(cfg.get("train_cfg") or {})
-        self.by_epoch = train_cfg.get("by_epoch", True)
+        self.by_epoch = runtime.train_loop_by_epoch(train_cfg)
+        runtime.check_eval_loop(cfg, "val_cfg")
+        self._configure_logging()
         self.train_dataloader = build_dataloader(cfg.train_dataloader, self.env, self.seed, train=True,
                                                  where="train_dataloader")
         self.iters_per_epoch = len(self.train_dataloader)
@@ -139,7 +156,7 @@ class Runner:
         self.amp_dtype = self.optim_wrapper.amp_dtype
         self._auto_scale_lr()
         schedulers = build_param_schedulers(cfg.get("param_scheduler"), self.optim_wrapper.optimizer,
-                                            self.max_epochs, self.max_iters)
+                                            self.max_epochs, self.max_iters, self.iters_per_epoch)
         self.iter_schedulers = [s for s in schedulers if not s.by_epoch]
         self.epoch_schedulers = [s for s in schedulers if s.by_epoch]
         self.last_metrics = {}
@@ -166,6 +183,17 @@ class Runner:
         self.logger.info(f"training finished: {self.iter} iterations, {self.epoch} epochs in "
                          f"{time.perf_counter() - start:.1f} s")
         return self.last_metrics
+
+    def _configure_logging(self) -> None:
+        """visualizer.vis_backends and log_processor act through the LoggerHook."""
+        logger_hook = next((hook for hook in self.hooks if isinstance(hook, LoggerHook)), None)
+        if "tensorboard" in runtime.vis_backends(self.cfg):
+            if logger_hook is None:
+                raise ConfigError("visualizer: TensorboardVisBackend needs default_hooks.logger, "
+                                  "which is switched off")
+            logger_hook.tensorboard = True
+        for warning in runtime.check_log_processor(self.cfg, logger_hook.interval if logger_hook else 0):
+            self.logger.warning(warning)
 
     def validation_due(self, t: int) -> bool:
         if self.val_dataloader is None or t < self.val_begin:
@@ -263,6 +291,10 @@ class Runner:
         else:
             state = load_checkpoint(path)
         meta = state["meta"]
+        if self.seed_drawn and meta["seed"] != self.seed:
+            # This run drew a new seed; the resumed one must shuffle the data as the interrupted one did.
+            self.seed = self.train_dataloader.sampler.seed = meta["seed"]
+            self.logger.info(f"randomness.seed=None: continuing with the interrupted run's seed {self.seed}")
         self.unwrapped_model.load_state_dict(state["state_dict"])
         self.optim_wrapper.load_state_dict(state["optim_wrapper"])
         schedulers = self.iter_schedulers + self.epoch_schedulers
@@ -332,6 +364,7 @@ class Runner:
         if not cfg.get("test_dataloader") or not cfg.get("test_evaluator"):
             raise ConfigError(f"{cfg.filename}: testing needs test_dataloader and test_evaluator "
                               "in the config")
+        runtime.check_eval_loop(cfg, "test_cfg")
         loader = build_dataloader(cfg.test_dataloader, self.env, self.seed, train=False,
                                   where="test_dataloader")
         evaluator = Evaluator.build(cfg.test_evaluator, where="test_evaluator")
@@ -347,7 +380,6 @@ class Runner:
         finish_distributed(self.env)
         self.logger.info(f"test: {format_metrics(metrics)}")
         return metrics
-
 
     def close(self) -> None:
         """Finish the last checkpoint and leave the process group."""

@@ -12,8 +12,8 @@ import torch
 
 
 def seed_everything(seed: int, rank: int = 0, deterministic: bool = False) -> int:
-    """Seed Python, NumPy and torch with ``seed + rank`` so ranks draw different dropout masks and
-    augmentations.
+    """Seed Python, NumPy and torch with ``seed + rank``; pass the rank for different dropout masks and
+    augmentations on each rank (mmengine's ``diff_rank_seed``), 0 for the same everywhere.
     """
     rank_seed = seed + rank
     random.seed(rank_seed)

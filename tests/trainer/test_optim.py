@@ -1,21 +1,18 @@
 import contextlib
 import copy
 import inspect
-import math
 
 import pytest
 import torch
 from torch import nn
-from torch.optim import lr_scheduler
 
 from torchyard.trainer import optim
 from torchyard.trainer.config import ConfigError
-from torchyard.trainer.optim import OptimWrapper, build_optim_wrapper, build_param_schedulers
-from torchyard.trainer.registry import OPTIMIZERS, PARAM_SCHEDULERS
+from torchyard.trainer.optim import OptimWrapper, build_optim_wrapper
+from torchyard.trainer.registry import OPTIMIZERS
+from torchyard.trainer.schedulers import build_param_schedulers
 
 CPU = torch.device("cpu")
-# Schedulers are stepped here without a real training step in between; torch warns about that order.
-pytestmark = pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
 
 
 def linear_model(seed: int = 0) -> nn.Linear:
@@ -49,18 +46,6 @@ def test_every_torch_optimizer_is_registered() -> None:
     assert torch_optimizers <= set(OPTIMIZERS.names())  # other modules may register their own as well
     assert "Optimizer" not in OPTIMIZERS
     assert all(OPTIMIZERS.get(name) is getattr(torch.optim, name) for name in torch_optimizers)
-
-
-def test_every_torch_lr_scheduler_is_registered() -> None:
-    torch_schedulers = {name for name in lr_scheduler.__all__
-                        if inspect.isclass(getattr(lr_scheduler, name)) and name != "LRScheduler"}
-
-    unbuildable = {"ReduceLROnPlateau", "SequentialLR", "ChainedScheduler"}
-    assert {"LinearLR", "CosineAnnealingLR", "OneCycleLR"} | unbuildable <= torch_schedulers
-    assert torch_schedulers - unbuildable <= set(PARAM_SCHEDULERS.names())
-    assert not ({"LRScheduler", "_LRScheduler"} | unbuildable) & set(PARAM_SCHEDULERS.names())
-    assert all(PARAM_SCHEDULERS.get(name) is getattr(lr_scheduler, name)
-               for name in torch_schedulers - unbuildable)
 
 
 # ---- build_optim_wrapper -----------------------------------------------------------------------------
@@ -318,141 +303,9 @@ def test_optim_wrapper_state_dict_round_trip_continues_identically() -> None:
 def test_scale_lr_scales_lr_and_initial_lr() -> None:
     model = linear_model()
     wrapper = sgd_wrapper(model)
-    build_param_schedulers({"type": "LinearLR", "start_factor": 1.0, "end": 2}, wrapper.optimizer, 2, 20)
+    build_param_schedulers({"type": "LinearLR", "start_factor": 1.0, "end": 2}, wrapper.optimizer, 2, 20, 10)
 
     wrapper.scale_lr(4)
 
     assert wrapper.get_lr() == pytest.approx(0.4)
     assert wrapper.optimizer.param_groups[0]["initial_lr"] == pytest.approx(0.4)
-
-
-# ---- param schedulers --------------------------------------------------------------------------------
-
-
-def run_schedule(cfgs: list[dict], max_epochs: int, iters_per_epoch: int, lr: float = 1.0) -> list[list]:
-    """The lr each iteration trains with, per epoch, stepping schedulers the way loops.run_train_loop does."""
-    optimizer = torch.optim.SGD(linear_model().parameters(), lr=lr)
-    schedulers = build_param_schedulers(cfgs, optimizer, max_epochs, max_epochs * iters_per_epoch)
-    lrs, it = [], 0
-    for epoch in range(max_epochs):
-        lrs.append([])
-        for _ in range(iters_per_epoch):
-            lrs[-1].append(optimizer.param_groups[0]["lr"])
-            it += 1
-            for s in schedulers:
-                if not s.by_epoch:
-                    s.step(it - 1)
-        for s in schedulers:
-            if s.by_epoch:
-                s.step(epoch)
-    return lrs
-
-
-def test_linear_warmup_by_iter_then_cosine_by_epoch_matches_the_closed_form() -> None:
-    max_epochs, iters_per_epoch, start = 4, 3, 0.1
-    lrs = run_schedule([
-        {"type": "LinearLR", "start_factor": start, "by_epoch": False, "begin": 0, "end": 5},
-        {"type": "CosineAnnealingLR", "by_epoch": True},
-    ], max_epochs, iters_per_epoch, lr=0.2)
-
-    def expected(epoch: int, inner: int) -> float:
-        it = epoch * iters_per_epoch + inner
-        warmup = start + (1 - start) * min(it, 5) / 5
-        cosine = (1 + math.cos(math.pi * epoch / max_epochs)) / 2
-        return 0.2 * warmup * cosine
-
-    assert lrs[0] == pytest.approx([0.02, 0.056, 0.092])
-    assert lrs == [[pytest.approx(expected(e, i), rel=1e-9) for i in range(iters_per_epoch)]
-                   for e in range(max_epochs)]
-
-
-def test_scheduler_with_begin_acts_only_from_begin() -> None:
-    lrs = run_schedule([{"type": "LinearLR", "start_factor": 0.1, "begin": 2, "end": 4},
-                        {"type": "StepLR", "step_size": 2, "gamma": 0.5, "begin": 1}], max_epochs=8,
-                       iters_per_epoch=1)
-
-    # LinearLR: 1, 1, then 0.1, 0.55, then 1; StepLR halves every 2 epochs counted from epoch 1.
-    assert [lr for (lr,) in lrs] == pytest.approx([1.0, 1.0, 0.1, 0.275, 0.5, 0.25, 0.25, 0.125])
-
-
-@pytest.mark.parametrize("cfg", [
-    {"type": "LinearLR", "start_factor": 0.2},
-    {"type": "ConstantLR", "factor": 0.5},
-    {"type": "ExponentialLR", "gamma": 0.9},
-    {"type": "CosineAnnealingLR"},
-    {"type": "PolynomialLR", "power": 2.0},
-    {"type": "MultiStepLR", "milestones": [1, 3]},
-    {"type": "OneCycleLR", "max_lr": 2.0, "total_steps": 20},
-], ids=lambda cfg: cfg["type"])
-def test_scheduler_with_begin_is_the_same_schedule_delayed(cfg: dict) -> None:
-    from_zero = run_schedule([{**cfg, "begin": 0, "end": 8}], max_epochs=12, iters_per_epoch=1)
-    from_three = run_schedule([{**cfg, "begin": 3, "end": 11}], max_epochs=12, iters_per_epoch=1)
-
-    assert from_three[:3] == [[1.0]] * 3
-    assert [lr for (lr,) in from_three[3:]] == pytest.approx([lr for (lr,) in from_zero[:9]])
-
-
-def test_scheduler_stops_at_end() -> None:
-    lrs = run_schedule([{"type": "ExponentialLR", "gamma": 0.5, "end": 3}], max_epochs=6, iters_per_epoch=1)
-
-    assert [lr for (lr,) in lrs] == pytest.approx([1.0, 0.5, 0.25, 0.125, 0.125, 0.125])
-
-
-def test_length_defaults_come_from_begin_and_end() -> None:
-    optimizer = torch.optim.SGD(linear_model().parameters(), lr=1.0)
-
-    cosine, linear = build_param_schedulers(
-        [{"type": "CosineAnnealingLR", "begin": 2}, {"type": "LinearLR", "by_epoch": False, "end": 7}],
-        optimizer, max_epochs=10, max_iters=100)
-
-    assert cosine.scheduler.T_max == 8 and (cosine.begin, cosine.end) == (2, 10)
-    assert linear.scheduler.total_iters == 7 and not linear.by_epoch
-
-
-def test_explicit_length_wins_over_begin_and_end() -> None:
-    optimizer = torch.optim.SGD(linear_model().parameters(), lr=1.0)
-
-    (cosine,) = build_param_schedulers({"type": "CosineAnnealingLR", "T_max": 3, "eta_min": 0.01}, optimizer,
-                                       max_epochs=10, max_iters=100)
-
-    assert cosine.scheduler.T_max == 3 and cosine.scheduler.eta_min == 0.01
-
-
-@pytest.mark.parametrize(("begin", "end"), [(5, 5), (6, 5), (-1, 3)])
-def test_scheduler_needs_begin_before_end(begin: int, end: int) -> None:
-    optimizer = torch.optim.SGD(linear_model().parameters(), lr=1.0)
-
-    expected = rf"param_scheduler\[1\]: needs 0 <= begin < end, got begin={begin}, end={end}"
-    with pytest.raises(ConfigError, match=expected):
-        build_param_schedulers([{"type": "ConstantLR"}, {"type": "LinearLR", "begin": begin, "end": end}],
-                               optimizer, 10, 100)
-
-
-def test_unknown_scheduler_names_the_list_entry() -> None:
-    optimizer = torch.optim.SGD(linear_model().parameters(), lr=1.0)
-
-    expected = r"param_scheduler\[0\]\.type: 'CosineAnnealing' .*Did you mean 'CosineAnnealingLR'\?"
-    with pytest.raises(ConfigError, match=expected):
-        build_param_schedulers([{"type": "CosineAnnealing"}], optimizer, 10, 100)
-
-
-def test_no_param_scheduler_gives_none() -> None:
-    assert build_param_schedulers(None, torch.optim.SGD(linear_model().parameters(), lr=1.0), 1, 1) == []
-
-
-def test_param_scheduler_state_dict_round_trip() -> None:
-    cfg = [{"type": "LinearLR", "start_factor": 0.1, "by_epoch": False, "end": 10}]
-    optimizer = torch.optim.SGD(linear_model().parameters(), lr=1.0)
-    (scheduler,) = build_param_schedulers(cfg, optimizer, 2, 20)
-    for t in range(4):
-        scheduler.step(t)
-    resumed_optimizer = torch.optim.SGD(linear_model().parameters(), lr=1.0)
-    (resumed,) = build_param_schedulers(cfg, resumed_optimizer, 2, 20)
-
-    resumed_optimizer.load_state_dict(optimizer.state_dict())
-    resumed.load_state_dict(scheduler.state_dict())
-    scheduler.step(4)
-    resumed.step(4)
-
-    assert resumed.scheduler.last_epoch == 5
-    assert resumed_optimizer.param_groups[0]["lr"] == pytest.approx(optimizer.param_groups[0]["lr"])

@@ -34,9 +34,12 @@ class LoggerHook(Hook):
 
     priority = 10
 
-    def __init__(self, interval: int = 10, tensorboard: bool = False) -> None:
+    def __init__(self, interval: int = 10, tensorboard: bool = False,
+                 log_metric_by_epoch: bool = True) -> None:
         self.interval = interval
         self.tensorboard = tensorboard
+        # mmengine's meaning: TensorBoard plots validation metrics over epochs (else over iterations).
+        self.log_metric_by_epoch = log_metric_by_epoch
         self._sums: dict[str, torch.Tensor] = {}
         self._count = 0
         self._data_time = 0.0
@@ -104,7 +107,8 @@ class LoggerHook(Hook):
             print()
         runner.logger.info(f"val epoch {runner.epoch} iter {runner.iter}: {format_metrics(metrics)}")
         if runner.env.is_main:
-            self._write({"mode": "val", "epoch": runner.epoch, "iter": runner.iter, **metrics}, runner.iter)
+            step = runner.epoch if self.log_metric_by_epoch and runner.by_epoch else runner.iter
+            self._write({"mode": "val", "epoch": runner.epoch, "iter": runner.iter, **metrics}, step)
 
     def after_run(self, runner: Runner) -> None:
         if self._tty and runner.env.is_main:

@@ -1,0 +1,135 @@
+"""Record what mmengine's param schedulers do, for tests/trainer/test_schedulers.py to compare ours with.
+
+mmengine lives only in the bench's environment (see trainer_overhead.py for how to make it):
+
+    bench/.venv/bin/python bench/record_mmengine_schedules.py   # writes tests/trainer/mmengine_schedules.json
+
+Each case is a ``param_scheduler`` list and a run's shape. The run is stepped the way mmengine's
+ParamSchedulerHook steps it: after every iteration the iteration-based schedulers, after every epoch the
+epoch-based ones. For every iteration the file holds the learning rate and momentum (SGD's momentum, or
+Adam's beta1) that the iteration trains with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+OUT = Path(__file__).resolve().parents[1] / "tests" / "trainer" / "mmengine_schedules.json"
+SGD = {"type": "SGD", "lr": 0.1, "momentum": 0.9}
+ADAM = {"type": "Adam", "lr": 0.01, "betas": [0.9, 0.999]}
+
+CASES = {
+    # The two runs of tests/trainer/test_openmmlab_configs.py: MMSegmentation's schedule_20k and MMPretrain's
+    # imagenet_bs256, shortened there with --cfg-options, on the digits data (23 iterations per epoch).
+    "mmseg-poly": dict(optimizer={**SGD, "lr": 0.01}, max_epochs=2, iters_per_epoch=23, max_iters=40,
+                       param_scheduler=[dict(type="PolyLR", eta_min=1e-4, power=0.9, begin=0, end=40,
+                                             by_epoch=False)]),
+    "mmpretrain-multistep": dict(optimizer=SGD, max_epochs=3, iters_per_epoch=23,
+                                 param_scheduler=[dict(type="MultiStepLR", by_epoch=True, milestones=[1, 2],
+                                                       gamma=0.1)]),
+    "warmup-then-cosine-converted": dict(
+        optimizer=SGD, max_epochs=5, iters_per_epoch=4,
+        param_scheduler=[dict(type="LinearLR", start_factor=1e-3, by_epoch=False, begin=0, end=6),
+                         dict(type="CosineAnnealingLR", eta_min=1e-5, by_epoch=True, begin=1, end=5,
+                              convert_to_iter_based=True)]),
+    "warmup-then-cosine-by-epoch": dict(
+        optimizer=SGD, max_epochs=5, iters_per_epoch=3,
+        param_scheduler=[dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=5),
+                         dict(type="CosineAnnealingLR", by_epoch=True)]),
+    "constant-and-exponential-overlap": dict(
+        optimizer=SGD, max_epochs=6, iters_per_epoch=2,
+        param_scheduler=[dict(type="ConstantLR", factor=0.5, end=3), dict(type="ExponentialLR", gamma=0.8)]),
+    "step-and-delayed-linear": dict(
+        optimizer=SGD, max_epochs=8, iters_per_epoch=1,
+        param_scheduler=[dict(type="LinearLR", start_factor=0.1, begin=2, end=4),
+                         dict(type="StepLR", step_size=2, gamma=0.5, begin=1)]),
+    "step-and-multistep-converted": dict(
+        optimizer=SGD, max_epochs=6, iters_per_epoch=3,
+        param_scheduler=[dict(type="StepLR", step_size=2, gamma=0.5, convert_to_iter_based=True),
+                         dict(type="MultiStepLR", milestones=[3, 5], gamma=0.5, begin=1,
+                              convert_to_iter_based=True)]),
+    "cosine-short-period-restarts": dict(
+        optimizer=SGD, max_epochs=1, iters_per_epoch=20,
+        param_scheduler=[dict(type="CosineAnnealingLR", T_max=4, eta_min_ratio=0.1, by_epoch=False)]),
+    "one-cycle": dict(optimizer=SGD, max_epochs=3, iters_per_epoch=10,
+                      param_scheduler=[dict(type="OneCycleLR", eta_max=0.5, by_epoch=False)]),
+    "one-cycle-three-phase-linear": dict(
+        optimizer=SGD, max_epochs=2, iters_per_epoch=10,
+        param_scheduler=[dict(type="OneCycleLR", eta_max=0.4, total_steps=20, pct_start=0.25,
+                              anneal_strategy="linear", three_phase=True, by_epoch=False)]),
+    "cosine-restarts": dict(
+        optimizer=SGD, max_epochs=1, iters_per_epoch=18,
+        param_scheduler=[dict(type="CosineRestartLR", periods=[5, 10], restart_weights=[1, 0.5], eta_min=0.01,
+                              by_epoch=False)]),
+    "poly-with-begin": dict(
+        optimizer=SGD, max_epochs=1, iters_per_epoch=30,
+        param_scheduler=[dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=10),
+                         dict(type="PolyLR", power=2.0, eta_min=1e-3, by_epoch=False, begin=10, end=30)]),
+    "sgd-momentum": dict(
+        optimizer=SGD, max_epochs=4, iters_per_epoch=3,
+        param_scheduler=[dict(type="LinearMomentum", start_factor=0.9, by_epoch=False, end=6),
+                         dict(type="CosineAnnealingMomentum", eta_min=0.8, by_epoch=True, begin=1)]),
+    "adam-beta1": dict(
+        optimizer=ADAM, max_epochs=4, iters_per_epoch=3,
+        param_scheduler=[dict(type="CosineAnnealingLR", by_epoch=True),
+                         dict(type="MultiStepMomentum", milestones=[1, 2], gamma=0.95, by_epoch=True)]),
+    "generic-param-scheduler": dict(
+        optimizer=SGD, max_epochs=4, iters_per_epoch=2,
+        param_scheduler=[dict(type="ExponentialParamScheduler", param_name="lr", gamma=0.7, by_epoch=False),
+                         dict(type="StepParamScheduler", param_name="momentum", step_size=1, gamma=0.99)]),
+}
+
+
+def momentum_of(group: dict) -> float:
+    return group["betas"][0] if "betas" in group else group["momentum"]
+
+
+def run(case: dict) -> list[list[float]]:
+    import mmengine.optim  # noqa: F401 - registers the schedulers
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    optimizer_cfg = dict(case["optimizer"])
+    optimizer = getattr(torch.optim, optimizer_cfg.pop("type"))(torch.nn.Linear(2, 1).parameters(),
+                                                                **optimizer_cfg)
+    length = case["iters_per_epoch"]
+    max_iters = case.get("max_iters", case["max_epochs"] * length)
+    schedulers = []
+    for cfg in case["param_scheduler"]:
+        cfg = dict(cfg)
+        cfg.setdefault("end", case["max_epochs"] if cfg.get("by_epoch", True) else max_iters)
+        schedulers.append(PARAM_SCHEDULERS.build(cfg, default_args=dict(optimizer=optimizer,
+                                                                         epoch_length=length)))
+    rows, done = [], 0
+    while done < max_iters:
+        for _ in range(min(length, max_iters - done)):
+            group = optimizer.param_groups[0]
+            rows.append([group["lr"], momentum_of(group)])
+            optimizer.step()
+            done += 1
+            for scheduler in schedulers:
+                if not scheduler.by_epoch:
+                    scheduler.step()
+        for scheduler in schedulers:
+            if scheduler.by_epoch:
+                scheduler.step()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    import mmengine
+
+    recorded = {"mmengine_version": mmengine.__version__, "torch_version": torch.__version__,
+                "cases": {name: {**case, "lr_momentum": run(case)} for name, case in CASES.items()}}
+    args.out.write_text(json.dumps(recorded, indent=1) + "\n")
+    print(f"wrote {len(CASES)} cases recorded with mmengine {mmengine.__version__} to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
