@@ -10,6 +10,8 @@ import difflib
 import importlib
 import inspect
 import sys
+import types
+import typing
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,9 @@ class Registry:
             return _import_dotted(type_, where)
         nearest = difflib.get_close_matches(type_, self._entries, n=1)
         hint = f" Did you mean {nearest[0]!r}?" if nearest else ""
+        if _default_scope:
+            hint += (f" (default_scope={_default_scope!r}: a type only {_default_scope} provides is not part "
+                     "of torchyard; port it and register it)")
         shown = repr(type_) if len(type_) <= 100 else f"{type_[:80]!r}... ({len(type_)} characters)"
         raise ConfigError(
             f"{where}: {shown} is not a registered {self.name}.{hint} "
@@ -80,6 +85,7 @@ class Registry:
         except ValueError:  # some builtins have no signature; let the call itself complain
             pass
         name = getattr(factory, "__name__", factory)
+        _check_simple_types(factory, kwargs, where)
         try:
             return factory(**kwargs)
         except (TypeError, ValueError, MemoryError) as err:  # e.g. lr="fast", a negative size
@@ -91,9 +97,46 @@ class Registry:
                               f"{_first_line(err)}; check its sizes") from err
 
 
+SIMPLE_TYPES = {int: (int,), float: (int, float), bool: (bool,), str: (str,), type(None): (type(None),)}
+
+
+def _check_simple_types(factory: Callable, kwargs: dict[str, Any], where: str) -> None:
+    """Refuse a value whose type contradicts a plain annotation (``channels: int``, ``eps: float | None``)
+    before the factory turns it into an internal error far from the config key. Richer annotations are
+    left to the factory."""
+    try:
+        hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+    except Exception:  # a hint that cannot be resolved is no reason to refuse the config
+        return
+    for key, value in kwargs.items():
+        allowed = _simple_types(hints.get(key))
+        if (allowed and not isinstance(value, allowed)) or (allowed == (int,) and isinstance(value, bool)):
+            expected = " or ".join(sorted({"None" if t is type(None) else t.__name__ for t in allowed}))
+            raise ConfigError(f"{where}.{key}: expected {expected}, got {value!r} ({type(value).__name__})")
+
+
+def _simple_types(hint: Any) -> tuple[type, ...] | None:
+    """The types a plain annotation allows, or None when it is richer than ints, floats, bools and strs."""
+    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+    members = typing.get_args(hint) if union else (hint,)
+    if not all(member in SIMPLE_TYPES for member in members):
+        return None
+    return tuple(t for member in members for t in SIMPLE_TYPES[member])
+
+
 def _first_line(err: BaseException) -> str:
     lines = str(err).strip().splitlines()
     return lines[0] if lines else type(err).__name__
+
+
+_default_scope: str | None = None
+
+
+def set_default_scope(scope: str | None) -> None:
+    """A config's ``default_scope`` (``"mmseg"``): any scope finds torchyard's types, and an unknown type's
+    error names the scope it was looked for in."""
+    global _default_scope
+    _default_scope = scope
 
 
 def _import_dotted(path: str, where: str) -> Callable:
@@ -101,6 +144,9 @@ def _import_dotted(path: str, where: str) -> Callable:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
+        if "." not in module_name and err.name == module_name:  # "mmseg.EncoderDecoder": a scoped name
+            raise ConfigError(f"{where}: {path!r} is {attr!r} of scope {module_name!r}, which is not "
+                              f"installed; torchyard's own types need no scope (type={attr!r})") from err
         raise ConfigError(f"{where}: cannot import module {module_name!r} for {path!r}: {err}") from err
     try:
         return getattr(module, attr)

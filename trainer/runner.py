@@ -40,7 +40,7 @@ from torchyard.trainer.hooks.logger import LoggerHook
 from torchyard.trainer.logger import format_metrics, setup_logger
 from torchyard.trainer.loops import LoopCounter, TrainingInterrupted, TrainLoop, run_eval_loop
 from torchyard.trainer.optim import build_optim_wrapper
-from torchyard.trainer.registry import MODELS, import_custom_modules
+from torchyard.trainer.registry import MODELS, import_custom_modules, set_default_scope
 from torchyard.trainer.schedulers import build_param_schedulers
 from torchyard.trainer.seed import get_rng_state, seed_everything, set_rng_state
 from torchyard.trainer.stop import StopRequest
@@ -60,6 +60,7 @@ class Runner:
 
     def __init__(self, cfg: Config, log_name: str = "train.log", stop: StopRequest | None = None) -> None:
         import_custom_modules(cfg.get("custom_imports"))
+        set_default_scope(cfg.get("default_scope"))
         self.cfg = cfg
         self.work_dir = Path(cfg.get("work_dir") or Path("work_dirs") / Path(cfg.filename or "run").stem)
         tolerated = runtime.check_top_level(cfg)

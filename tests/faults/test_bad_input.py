@@ -209,6 +209,8 @@ CONFIGS = [
         r"optim_wrapper\.optimizer: SGD rejected its arguments",
     ),
     ("seed-string", "c.py", BASE + "randomness = dict(seed='abc')", r"randomness\.seed: must be an integer"),
+    ("hidden-string", "c.py", BASE + "model = dict(hidden='abc')",
+     r"model\.hidden: expected int, got 'abc' \(str\)"),
     ("split-unknown", "c.py", BASE + "train_dataloader = dict(dataset=dict(split='nope'))", r"split: 'nope'"),
     (
         "checkpoint-interval-zero",

@@ -240,3 +240,47 @@ def test_missing_custom_module_with_allow_failed_imports_only_warns(
 
     assert "warning: custom_imports: could not import 'no_such_custom_module'" in capsys.readouterr().err
     assert "AllowedNet" in registry.MODELS  # the modules after the failed one are still imported
+
+
+class Annotated:
+    def __init__(self, width: int = 4, eps: float | None = None, name: str = "x", flag: bool = False,
+                 sizes: list[int] | None = None) -> None:
+        self.width, self.eps, self.name, self.flag, self.sizes = width, eps, name, flag, sizes
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"width": "abc"}, r"^model\.width: expected int, got 'abc' \(str\)$"),
+    ({"width": 2.5}, r"^model\.width: expected int, got 2\.5 \(float\)$"),
+    ({"width": True}, r"^model\.width: expected int, got True \(bool\)$"),
+    ({"eps": "small"}, r"^model\.eps: expected None or float or int, got 'small' \(str\)$"),
+    ({"flag": "yes"}, r"^model\.flag: expected bool, got 'yes' \(str\)$"),
+])
+def test_a_value_of_the_wrong_type_names_the_key_the_value_and_the_type(kwargs: dict, message: str) -> None:
+    reg = Registry("model")
+    reg.register(Annotated)
+
+    with pytest.raises(ConfigError, match=message):
+        reg.build({"type": "Annotated", **kwargs}, where="model")
+
+
+def test_values_that_fit_their_annotations_build() -> None:
+    reg = Registry("model")
+    reg.register(Annotated)
+
+    built = reg.build({"type": "Annotated", "width": 3, "eps": 1, "sizes": ["not", "checked"]}, where="model")
+
+    assert (built.width, built.eps, built.sizes) == (3, 1, ["not", "checked"])
+
+
+
+def test_a_type_only_an_openmmlab_codebase_has_names_the_scope(models: Registry, monkeypatch) -> None:
+    monkeypatch.setattr(registry, "_default_scope", None)
+    registry.set_default_scope("mmseg")
+
+    with pytest.raises(ConfigError, match=r"'EncoderDecoder' is not a registered model\..*"
+                                          r"default_scope='mmseg': a type only mmseg provides"):
+        models.get("EncoderDecoder", where="model.type")
+    with pytest.raises(ConfigError, match=r"model.type: 'mmseg.EncoderDecoder' is 'EncoderDecoder' of scope "
+                                          r"'mmseg', which is not installed"):
+        models.get("mmseg.EncoderDecoder", where="model.type")
+    assert models.get("TinyNet") is TinyNet
