@@ -62,9 +62,10 @@ class RenderError(TorchyardError, ValueError):
 class ApiError(TorchyardError):
     """The API server answered with an error; `reason` is Kubernetes' (NotFound, AlreadyExists, ...)."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status, self.reason, self.message = status, reason, message
+        self.retry_after_s = retry_after_s  # the server's Retry-After, when it sent one
 
 
 class SlurmError(TorchyardError, RuntimeError):

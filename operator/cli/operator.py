@@ -170,9 +170,13 @@ async def _dev_cluster(args: argparse.Namespace) -> None:
         taints = [parse_taint(item) for item in args.taint]
     except ValueError as err:
         raise SystemExit(f"torchyard dev-cluster: --taint: {err}") from None
-    info = kopf.login_via_client(logger=logging.getLogger("dev-cluster"), settings=kopf.OperatorSettings())
+    def login() -> kopf.ConnectionInfo | None:
+        logger = logging.getLogger("dev-cluster")
+        return kopf.login_via_client(logger=logger, settings=kopf.OperatorSettings())
+
+    info = login()
     async with contextlib.AsyncExitStack() as stack:
-        api = KubeApi(info)
+        api = KubeApi(info, login=login)
         stack.push_async_callback(api.close)
         node = await stack.enter_async_context(NodeHeartbeat(api, node_manifest(args.node, labels, taints)))
         runner = Runner(api, args.volumes.resolve(), args.state.resolve(), args.node, args.workdir)

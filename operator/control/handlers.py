@@ -55,7 +55,12 @@ async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: logg
     state: OperatorState = memo.state
     settings.posting.level = logging.INFO
     settings.watching.reconnect_backoff = 0.5
-    state.api = KubeApi(state.config.connection or kopf.login_via_client(logger=logger, settings=settings))
+    if state.config.connection is not None:
+        state.api = KubeApi(state.config.connection)
+    else:
+        def fresh_login() -> kopf.ConnectionInfo | None:
+            return kopf.login_via_client(logger=logger, settings=settings)
+        state.api = KubeApi(fresh_login(), login=fresh_login)
     if state.config.metrics_port is not None:
         runner = aiohttp.web.AppRunner(state.metrics.app())
         await runner.setup()

@@ -22,6 +22,7 @@ import json
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -55,18 +56,29 @@ def job_path(kind: str, namespace: str, name: str | None = None, sub: str | None
     return resource_path(API_VERSION, KINDS[kind].plural, namespace, name, sub)
 
 
-class KubeApi:
-    """One aiohttp session to the API server; create it once (at operator startup), close it at cleanup."""
+# As client-go: retried here are the answers where the server asks to come back later, 429 (too many
+# requests, or storage (re)initializing after a restart) and a 5xx that carries Retry-After; after its
+# Retry-After, else after these delays, then raised. Other 5xx go to the caller's own back-off, which also
+# re-reads what it writes.
+RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
+MAX_RETRY_AFTER_S = 10.0
 
-    def __init__(self, info: kopf.ConnectionInfo) -> None:
+
+class KubeApi:
+    """One aiohttp session to the API server; create it once (at operator startup), close it at cleanup.
+
+    `login`, when given, is called again on a 401 (expired or rotated credentials: projected service
+    account tokens, exec plugins) and the request is sent once more with what it returns. Client
+    certificates are read once, at start."""
+
+    def __init__(self, info: kopf.ConnectionInfo,
+                 login: Callable[[], kopf.ConnectionInfo | None] | None = None) -> None:
         self.server = info.server.rstrip("/")
-        headers = {"Accept": "application/json"}
-        if info.token:
-            headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
-        auth = aiohttp.BasicAuth(info.username, info.password or "") if info.username else None
+        self._login = login
+        self._credentials = _credentials(info)
+        self._relogin_lock = asyncio.Lock()
         self._session = aiohttp.ClientSession(
-            headers=headers,
-            auth=auth,
+            headers={"Accept": "application/json"},
             connector=aiohttp.TCPConnector(ssl=_ssl_context(info), limit=64),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
         )
@@ -77,8 +89,27 @@ class KubeApi:
     async def request(
         self, method: str, path: str, body: Any = None, content_type: str = "application/json", **params: Any
     ) -> dict[str, Any]:
+        relogged = False
+        for delay in (*RETRY_DELAYS_S, None):
+            credentials = self._credentials
+            try:
+                return await self._send(method, path, body, content_type, params)
+            except ApiError as err:
+                if err.status == 401 and self._login is not None and not relogged:
+                    relogged = True
+                    await self._relogin(credentials)
+                    continue
+                come_back = err.status == 429 or (err.status >= 500 and err.retry_after_s is not None)
+                if not come_back or delay is None:
+                    raise
+                wait = delay if err.retry_after_s is None else err.retry_after_s
+                await asyncio.sleep(min(wait, MAX_RETRY_AFTER_S))
+        raise AssertionError("unreachable: the last attempt raises")
+
+    async def _send(self, method: str, path: str, body: Any, content_type: str,
+                    params: dict[str, Any]) -> dict[str, Any]:
         data = None if body is None else json.dumps(body)
-        headers = {"Content-Type": content_type} if body is not None else {}
+        headers = {**self._credentials, **({"Content-Type": content_type} if body is not None else {})}
         query = {key: str(value) for key, value in params.items() if value is not None}
         async with self._session.request(
             method, self.server + path, data=data, headers=headers, params=query, timeout=30
@@ -86,8 +117,18 @@ class KubeApi:
             payload = await response.json(content_type=None) if response.content_length != 0 else {}
             if response.status >= 400:
                 payload = payload if isinstance(payload, dict) else {}
-                raise ApiError(response.status, payload.get("reason", ""), payload.get("message", ""))
+                raise ApiError(response.status, payload.get("reason", ""), payload.get("message", ""),
+                               _retry_after_s(response))
             return payload or {}
+
+    async def _relogin(self, stale: dict[str, str]) -> None:
+        """Log in again, once for all the requests that met the same stale credentials."""
+        async with self._relogin_lock:
+            if self._credentials is not stale:
+                return  # another request has logged in meanwhile
+            info = await asyncio.to_thread(self._login)  # exec plugins and token files block
+            if info is not None:
+                self._credentials = _credentials(info)
 
     async def get(self, path: str) -> dict[str, Any]:
         return await self.request("GET", path)
@@ -122,9 +163,13 @@ class KubeApi:
         params = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": "300", **selectors}
         if resource_version and resource_version != "...":
             params["resourceVersion"] = resource_version
-        async with self._session.get(self.server + path, params=params) as response:
+        url = self.server + path
+        async with self._session.get(url, params=params, headers=self._credentials) as response:
+            if response.status == 401 and self._login is not None:
+                await self._relogin(self._credentials)
             if response.status >= 400:
-                raise ApiError(response.status, response.reason or "", await response.text())
+                raise ApiError(response.status, response.reason or "", await response.text(),
+                               _retry_after_s(response))
             async for line in response.content:
                 if line.strip():
                     yield json.loads(line)
@@ -162,8 +207,28 @@ async def list_watch(
                 version = event["object"]["metadata"]["resourceVersion"]
                 if event["type"] != "BOOKMARK":
                     await handle(event["type"], event["object"])
-        except (aiohttp.ClientError, OSError, TimeoutError, ApiError):
+        except ApiError as err:
+            if err.status == 410:  # the version is older than the server's history: list again
+                version = None
             await asyncio.sleep(0.5)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            await asyncio.sleep(0.5)
+
+
+def _credentials(info: kopf.ConnectionInfo) -> dict[str, str]:
+    """The Authorization header for a token or a user name; none for client certificates."""
+    if info.token:
+        return {"Authorization": f"{info.scheme or 'Bearer'} {info.token}"}
+    if info.username:
+        return {"Authorization": aiohttp.BasicAuth(info.username, info.password or "").encode()}
+    return {}
+
+
+def _retry_after_s(response: aiohttp.ClientResponse) -> float | None:
+    try:
+        return float(response.headers["Retry-After"])
+    except (KeyError, ValueError):  # absent, or an HTTP date, which the API server does not send
+        return None
 
 
 def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
@@ -176,15 +241,13 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     else:
         ca_data = base64.b64decode(info.ca_data).decode() if info.ca_data else None
         context = ssl.create_default_context(cafile=info.ca_path, cadata=ca_data)
-    certificate, key = info.certificate_path, info.private_key_path
     if info.certificate_data and info.private_key_data:
-        certificate, key = _temp_file(info.certificate_data), _temp_file(info.private_key_data)
-    if certificate:
-        context.load_cert_chain(certificate, key)
+        # ssl loads a certificate chain from files only: write them where only we can read them, load, delete.
+        with tempfile.TemporaryDirectory(prefix="torchyard-client-") as private:
+            certificate, key = Path(private) / "client.crt", Path(private) / "client.key"
+            certificate.write_bytes(base64.b64decode(info.certificate_data))
+            key.write_bytes(base64.b64decode(info.private_key_data))
+            context.load_cert_chain(certificate, key)
+    elif info.certificate_path:
+        context.load_cert_chain(info.certificate_path, info.private_key_path)
     return context
-
-
-def _temp_file(data: bytes | str) -> str:
-    with tempfile.NamedTemporaryFile("wb", delete=False, suffix=".pem") as file:
-        file.write(base64.b64decode(data))
-    return file.name
