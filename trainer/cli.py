@@ -71,6 +71,7 @@ def exit_process(code: int) -> NoReturn:
 def run_main(main: Callable[[argparse.Namespace], dict], args: argparse.Namespace) -> int:
     """Run ``main`` (which returns a summary: metrics, checkpoints), then leave a termination message."""
     from torchyard.trainer.checkpoint import CheckpointError
+    from torchyard.trainer.dist import first_to_report
     from torchyard.trainer.loops import TrainingInterrupted
 
     debug = args.debug or os.environ.get("TORCHYARD_DEBUG") == "1"
@@ -79,7 +80,8 @@ def run_main(main: Callable[[argparse.Namespace], dict], args: argparse.Namespac
     except (ConfigError, CheckpointError) as err:
         if debug:
             traceback.print_exc()
-        print(f"error: {err}", file=sys.stderr)
+        if debug or first_to_report("error"):  # the other ranks met the same error: one line says it
+            print(f"error: {err}", file=sys.stderr)
         if getattr(err, "retryable", False):  # a full disk: space can come back, the same config can succeed
             return _finish(exitcodes.FAILURE, "failed", type(err).__name__, str(err), retryable=True)
         return _finish(exitcodes.CONFIG_ERROR, "failed", type(err).__name__, str(err), retryable=False)

@@ -192,3 +192,29 @@ def apply_env_cfg(env_cfg: EnvCfg, deterministic: bool) -> None:
     method = env_cfg.mp_start_method
     if method and torch.multiprocessing.get_start_method(allow_none=True) != method:
         torch.multiprocessing.set_start_method(method, force=True)
+
+
+def first_to_report(what: str) -> bool:
+    """Whether this process is the first of its job to report ``what`` (an error): every rank usually meets
+    the same config error, and one line is enough. Asks the job's store (torchrun's agent store, else the
+    process group's); without one, every process reports."""
+    store = _job_store()
+    if store is None:
+        return True
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    try:
+        return store.add(f"torchyard/reported/{what}/{attempt}", 1) == 1
+    except (RuntimeError, OSError):  # the store is gone (its agent stopped): say it anyway
+        return True
+
+
+def _job_store() -> dist.Store | None:
+    if dist.is_available() and dist.is_initialized():
+        return dist.distributed_c10d._get_default_store()
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    try:
+        return dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                             timeout=timedelta(seconds=5))
+    except (KeyError, ValueError, RuntimeError, OSError):
+        return None

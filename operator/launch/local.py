@@ -17,12 +17,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from torchyard.contract.termination import PATH_VARIABLE, Termination, retryable
 from torchyard.operator.api.spec import Job, TrainJob
+from torchyard.operator.launch.agent_output import AgentNoise
 from torchyard.operator.launch.command import (
     check_train_job,
     node_program,
@@ -87,7 +89,7 @@ def run_job(job: Job, train_job: TrainJob | None = None, poll_seconds: float = 0
     limit, restarts = job.spec.backoff_limit, 0
     while True:
         termination_log.unlink(missing_ok=True)
-        code = _run_gang(job, train_job, termination_log, poll_seconds)
+        code = _trainer_exit_code(termination_log, _run_gang(job, train_job, termination_log, poll_seconds))
         if code in (0, 128 + signal.SIGINT):
             return code
         if not _retryable(termination_log, code):
@@ -108,7 +110,11 @@ def _run_gang(job: Job, train_job: TrainJob | None, termination_log: Path, poll_
     _say(f"{job.kind} {job.metadata.name}, {job.spec.nodes} node(s) x "
          f"{job.spec.nproc_per_node} process(es), master {LOCALHOST}:{port}")
     extra = {PATH_VARIABLE: str(termination_log)}  # only rank 0 writes it
-    procs = [subprocess.Popen(node.argv, env={**os.environ, **node.env, **extra}) for node in nodes]
+    procs = [subprocess.Popen(node.argv, env={**os.environ, **node.env, **extra}, stderr=subprocess.PIPE,
+                              text=True, bufsize=1) for node in nodes]
+    forwarders = [threading.Thread(target=_forward_stderr, args=(proc,), daemon=True) for proc in procs]
+    for forwarder in forwarders:
+        forwarder.start()
     try:
         while True:
             codes = [proc.poll() for proc in procs]
@@ -122,6 +128,31 @@ def _run_gang(job: Job, train_job: TrainJob | None, termination_log: Path, poll_
     except KeyboardInterrupt:
         _stop(procs)
         return 128 + signal.SIGINT
+    finally:
+        for forwarder in forwarders:
+            forwarder.join(timeout=5)
+
+
+def _forward_stderr(proc: subprocess.Popen) -> None:
+    """The node's stderr (its workers' too) to ours, as it comes, without torchrun's own noise."""
+    noise = AgentNoise()
+    for line in proc.stderr:
+        sys.stderr.writelines(noise.feed(line))
+        sys.stderr.flush()
+    sys.stderr.writelines(noise.flush())
+
+
+def _trainer_exit_code(termination_log: Path, node_code: int) -> int:
+    """torchrun exits 1 whatever its worker's code; rank 0's message keeps the trainer's own (3: config)."""
+    if node_code in (0, 128 + signal.SIGINT):
+        return node_code
+    try:
+        termination = Termination.parse(termination_log.read_text())
+    except OSError:
+        return node_code
+    if termination is None or termination.status != "failed" or not termination.exit_code:
+        return node_code
+    return termination.exit_code
 
 
 def _retryable(termination_log: Path, exit_code: int) -> bool:

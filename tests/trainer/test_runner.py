@@ -300,3 +300,14 @@ def test_sigterm_to_one_rank_during_setup_stops_every_rank_cleanly(tmp_path):
     assert "stopped: stopped by signal 15; resume from" in stopped.stderr, stopped.stderr[-3000:]
     assert "Connection closed by peer" not in stopped.stderr
     assert final_state(tmp_path / "run")["meta"]["iter"] == 0
+
+
+@pytest.mark.e2e
+def test_a_config_error_under_torchrun_is_said_once_not_once_per_rank(tmp_path):
+    config = write_config(tmp_path / "cfg.py", make_cfg(tmp_path / "wd", model=dict(type="DigitsCNN",
+                                                                                    channels="abc")))
+    failed = run_trainer(tmp_path, config, nproc=2)
+
+    assert failed.returncode != 0
+    said = re.findall(r"^error: .*$", failed.stderr, re.M)
+    assert said == ["error: model.channels: expected int, got 'abc' (str)"], failed.stderr[-3000:]

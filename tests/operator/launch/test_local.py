@@ -13,6 +13,7 @@ import yaml
 from torchyard.operator.launch.local import LOCALHOST, local_commands
 
 STAND_IN = Path(__file__).parent / "stand_in_trainer.py"
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_local_commands(train_job):
@@ -96,3 +97,24 @@ def test_a_failure_rank_0_calls_final_is_not_restarted(tmp_path):
     result = _run(tmp_path, {"STAND_IN_NOT_RETRYABLE": "1"})
     assert result.returncode != 0, result.stdout
     assert "a restart cannot fix" in result.stderr and "restarting the whole job" not in result.stderr
+
+
+@pytest.mark.e2e
+def test_a_config_error_is_one_line_between_run_s_own_and_exits_3(tmp_path):
+    """Through torchrun and two ranks: one rank's line, none of the agent's trace-back, the trainer's code."""
+    job = {
+        "apiVersion": "torchyard.dev/v1alpha1", "kind": "TrainJob", "metadata": {"name": "bad-config"},
+        "spec": {"image": "unused", "nodes": 1, "procsPerNode": 2, "workDir": {"path": "runs/bad-config"},
+                 "config": str(REPO / "configs/digits_cnn.py"), "cfgOptions": ["model.channels=abc"]},
+    }
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    result = subprocess.run([sys.executable, "-m", "torchyard.operator.cli.main", "run", "job.yaml"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.splitlines() == [
+        "torchyard run: TrainJob bad-config, 1 node(s) x 2 process(es), master "
+        + re.search(r"master (\S+)", result.stderr).group(1),
+        "error: model.channels: expected int, got 'abc' (str)",
+        "torchyard run: the job failed with an error a restart cannot fix (see above); not restarting",
+    ]
