@@ -38,6 +38,7 @@ class TrainLoop:
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
         self.epoch = self.iter = self.inner_iter = 0
+        self.stop_training = False  # a hook (EarlyStoppingHook) ends training after this step, as in mmengine
 
     def run(self) -> None:
         runner = self.runner
@@ -45,7 +46,7 @@ class TrainLoop:
         optim = runner.optim_wrapper
         runner.model.train()
         runner.stop_if_requested(now=True)  # a stop during the setup ends here, not after the first steps
-        while self.iter < runner.max_iters:
+        while self.iter < runner.max_iters and not self.stop_training:
             set_train_position(loader, self.epoch, self.inner_iter * loader.batch_size)
             runner.call_hook("before_train_epoch")
             data_start = time.perf_counter()
@@ -66,7 +67,9 @@ class TrainLoop:
                 runner.call_hook("after_train_iter", losses=losses)
                 if optim.at_boundary and self.inner_iter < runner.iters_per_epoch:
                     runner.stop_if_requested()  # at an epoch's end: after its validation and checkpoint
-                if self.iter >= runner.max_iters:
+                if self.stop_training:
+                    optim.flush()
+                if self.iter >= runner.max_iters or self.stop_training:
                     break
                 data_start = time.perf_counter()
             if self.inner_iter >= runner.iters_per_epoch:

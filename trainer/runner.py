@@ -17,6 +17,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import torchyard.trainer.hooks.checkpoint
+import torchyard.trainer.hooks.early_stopping
+import torchyard.trainer.hooks.ema
 import torchyard.trainer.hooks.runtime
 import torchyard.trainer.hooks.visualization
 import torchyard.trainer.metrics
@@ -202,6 +204,7 @@ class Runner:
         return t % self.val_interval == 0 or t == (self.max_epochs if self.by_epoch else self.max_iters)
 
     def validate(self) -> dict[str, float]:
+        self.call_hook("before_val")
         metrics = run_eval_loop(self, self.val_dataloader, self.val_evaluator, mode="val")
         self.last_metrics = metrics
         self.call_hook("after_val", metrics=metrics)
