@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 import torchyard.trainer.hooks.checkpoint
 import torchyard.trainer.hooks.early_stopping
 import torchyard.trainer.hooks.ema
+import torchyard.trainer.hooks.profiler
 import torchyard.trainer.hooks.runtime
 import torchyard.trainer.hooks.visualization
 import torchyard.trainer.metrics
