@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from torchyard.trainer.config import ConfigError
+from torchyard.trainer.paramwise import param_groups
 from torchyard.trainer.registry import OPTIMIZERS
 
 OPTIMIZERS.register_all(
@@ -29,16 +31,18 @@ class OptimWrapper:
 
     def __init__(self, optimizer: torch.optim.Optimizer, accumulative_counts: int = 1,
                  clip_grad: dict | None = None, amp_dtype: torch.dtype | None = None,
-                 device: torch.device = torch.device("cpu")) -> None:  # noqa: B008 # torch.device is immutable
+                 device: torch.device = torch.device("cpu"),  # noqa: B008 # torch.device is immutable
+                 loss_scale: str | float | dict = "dynamic") -> None:
         if accumulative_counts < 1:
             raise ConfigError(f"optim_wrapper.accumulative_counts must be >= 1, got {accumulative_counts}")
         self.optimizer = optimizer
         self.accumulative_counts = accumulative_counts
-        self.clip_grad = clip_grad
+        self.clip_grad, self.clip = _clipper(clip_grad)
         self.amp_dtype = amp_dtype
         self.device = device
         # fp16 underflows without loss scaling; bf16 keeps fp32's range and needs none.
-        self.scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+        self.scaler, self._static_scale = (_scaler(loss_scale, device) if amp_dtype == torch.float16
+                                           else (None, None))
         self._pending = 0
         self._unsynced = False  # some gradient of the open window skipped DDP's all-reduce (no_sync)
         self.last_grad_norm: float | None = None
@@ -73,13 +77,14 @@ class OptimWrapper:
     def step(self) -> None:
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        if self.clip_grad:
+        if self.clip is not None:
             params = [p for group in self.optimizer.param_groups for p in group["params"]
                       if p.grad is not None]
-            self.last_grad_norm = float(nn.utils.clip_grad_norm_(params, **self.clip_grad))
+            norm = self.clip(params)
+            self.last_grad_norm = None if norm is None else float(norm)
         if self.scaler:
             self.scaler.step(self.optimizer)
-            self.scaler.update()
+            self.scaler.update(self._static_scale)
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -128,14 +133,24 @@ class OptimWrapper:
             self.scaler.load_state_dict(state["scaler"])
 
 
+OPTIM_WRAPPER_KEYS = {"type", "optimizer", "clip_grad", "accumulative_counts", "dtype", "loss_scale",
+                      "paramwise_cfg", "constructor"}
+
+
 def build_optim_wrapper(cfg: dict, model: nn.Module, amp: bool, device: torch.device) -> OptimWrapper:
     if "optimizer" not in cfg:
         raise ConfigError("optim_wrapper: needs an 'optimizer', "
                           "e.g. dict(optimizer=dict(type='SGD', lr=0.1))")
-    extra = set(cfg) - {"type", "optimizer", "clip_grad", "accumulative_counts", "dtype"}
+    extra = set(cfg) - OPTIM_WRAPPER_KEYS
     if extra:
         raise ConfigError(f"optim_wrapper: unknown key(s) {', '.join(sorted(extra))}; "
-                          "known: optimizer, clip_grad, accumulative_counts, dtype")
+                          f"known: {', '.join(sorted(OPTIM_WRAPPER_KEYS))}")
+    if cfg.get("type", "OptimWrapper") not in ("OptimWrapper", "AmpOptimWrapper"):
+        raise ConfigError(f"optim_wrapper.type: {cfg['type']!r} is not supported; use 'OptimWrapper' or "
+                          "'AmpOptimWrapper'")
+    if cfg.get("constructor", "DefaultOptimWrapperConstructor") != "DefaultOptimWrapperConstructor":
+        raise ConfigError(f"optim_wrapper.constructor: {cfg['constructor']!r} is not supported; "
+                          "paramwise_cfg covers DefaultOptimWrapperConstructor's options")
     amp = amp or cfg.get("type") == "AmpOptimWrapper"
     amp_dtype = None
     if amp:
@@ -145,6 +160,43 @@ def build_optim_wrapper(cfg: dict, model: nn.Module, amp: bool, device: torch.de
             raise ConfigError(f"optim_wrapper.dtype: {name!r} is not an autocast type; "
                               "use float16 or bfloat16")
         amp_dtype = getattr(torch, name)
-    optimizer = OPTIMIZERS.build(cfg["optimizer"], where="optim_wrapper.optimizer",
-                                 params=[p for p in model.parameters() if p.requires_grad])
-    return OptimWrapper(optimizer, cfg.get("accumulative_counts", 1), cfg.get("clip_grad"), amp_dtype, device)
+    optimizer_cfg = cfg["optimizer"]
+    params = (param_groups(model, optimizer_cfg, cfg["paramwise_cfg"]) if cfg.get("paramwise_cfg")
+              else [p for p in model.parameters() if p.requires_grad])
+    optimizer = OPTIMIZERS.build(optimizer_cfg, where="optim_wrapper.optimizer", params=params)
+    return OptimWrapper(optimizer, cfg.get("accumulative_counts", 1), cfg.get("clip_grad"), amp_dtype, device,
+                        cfg.get("loss_scale", "dynamic"))
+
+
+def _clipper(clip_grad: dict | None) -> tuple[dict | None, Callable | None]:
+    """mmengine's clip_grad: dict(max_norm=..., norm_type=2) (type='norm'), or dict(type='value',
+    clip_value=...). The clipper returns the gradients' total norm before clipping, or None by value."""
+    if not clip_grad:
+        return None, None
+    options = dict(clip_grad)
+    kind = options.pop("type", "norm")
+    function = {"norm": nn.utils.clip_grad_norm_, "value": nn.utils.clip_grad_value_}.get(kind)
+    if function is None:
+        raise ConfigError(f"optim_wrapper.clip_grad.type: {kind!r} is not 'norm' or 'value'")
+    try:
+        inspect.signature(function).bind([], **options)
+    except TypeError as err:
+        raise ConfigError(f"optim_wrapper.clip_grad: {err} (by {kind}: "
+                          f"{'max_norm, norm_type' if kind == 'norm' else 'clip_value'})") from None
+    return clip_grad, lambda params: function(params, **options)
+
+
+def _scaler(loss_scale: str | float | dict,
+            device: torch.device) -> tuple[torch.amp.GradScaler, float | None]:
+    """mmengine's AmpOptimWrapper loss_scale: 'dynamic', a fixed scale, or GradScaler's arguments."""
+    if loss_scale == "dynamic":
+        return torch.amp.GradScaler(device.type), None
+    if isinstance(loss_scale, (int, float)) and not isinstance(loss_scale, bool) and loss_scale > 0:
+        return torch.amp.GradScaler(device.type, init_scale=float(loss_scale)), float(loss_scale)
+    if isinstance(loss_scale, dict):
+        try:
+            return torch.amp.GradScaler(device.type, **loss_scale), None
+        except TypeError as err:
+            raise ConfigError(f"optim_wrapper.loss_scale: {err}") from None
+    raise ConfigError(f"optim_wrapper.loss_scale: expected 'dynamic', a positive number or GradScaler's "
+                      f"arguments as a dict, got {loss_scale!r}")

@@ -1,6 +1,6 @@
 """Children of OpenMMLab's own runtime and schedule files (tests/trainer/openmmlab/) train unchanged, with the
 schedules acting as mmengine's: the learning rates logged are the ones mmengine computed for the same
-schedule (tests/trainer/mmengine_schedules.json, recorded by bench/record_mmengine_schedules.py)."""
+schedule (tests/trainer/mmengine_schedules.json, recorded by bench/record_mmengine.py)."""
 
 from __future__ import annotations
 

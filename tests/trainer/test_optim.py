@@ -65,7 +65,8 @@ def test_build_optim_wrapper_builds_the_configured_optimizer_over_trainable_para
 
 
 def test_build_optim_wrapper_unknown_key_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) clip_grads, lr; known: optimizer, clip_grad"):
+    expected = r"unknown key\(s\) clip_grads, lr; known: accumulative_counts, clip_grad, constructor"
+    with pytest.raises(ConfigError, match=expected):
         build_optim_wrapper({"optimizer": {"type": "SGD", "lr": 0.1}, "lr": 0.1, "clip_grads": {}},
                             linear_model(), amp=False, device=CPU)
 
@@ -309,3 +310,58 @@ def test_scale_lr_scales_lr_and_initial_lr() -> None:
 
     assert wrapper.get_lr() == pytest.approx(0.4)
     assert wrapper.optimizer.param_groups[0]["initial_lr"] == pytest.approx(0.4)
+
+
+def test_clip_grad_by_value_bounds_every_gradient() -> None:
+    model = linear_model()
+    wrapper = build_optim_wrapper({"optimizer": {"type": "SGD", "lr": 1.0},
+                                   "clip_grad": {"type": "value", "clip_value": 0.01}}, model, amp=False,
+                                  device=CPU)
+    before = [p.detach().clone() for p in model.parameters()]
+    inputs, targets = batch(8)
+    wrapper.update(100 * mse(model, inputs, targets))
+
+    steps = [(b - p.detach()).abs().max().item() for b, p in zip(before, model.parameters(), strict=True)]
+    assert max(steps) == pytest.approx(0.01)
+    assert wrapper.last_grad_norm is None
+
+
+@pytest.mark.parametrize(("clip_grad", "message"), [
+    ({"type": "value"}, r"clip_grad: .*clip_value"),
+    ({"max_norm": 1.0, "norm": 2}, r"clip_grad: .*'norm'.*\(by norm: max_norm, norm_type\)"),
+    ({"type": "agc", "clip_factor": 0.01}, r"clip_grad.type: 'agc' is not 'norm' or 'value'"),
+])
+def test_bad_clip_grad_is_named(clip_grad: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_optim_wrapper({"optimizer": {"type": "SGD", "lr": 0.1}, "clip_grad": clip_grad}, linear_model(),
+                            amp=False, device=CPU)
+
+
+@pytest.mark.parametrize(("loss_scale", "scale", "static"), [
+    ("dynamic", 65536.0, None), (512.0, 512.0, 512.0),
+    ({"init_scale": 256.0, "growth_interval": 10}, 256.0, None),
+])
+def test_amp_optim_wrapper_loss_scale(loss_scale, scale: float, static: float | None) -> None:
+    wrapper = build_optim_wrapper({"type": "AmpOptimWrapper", "dtype": "float16", "loss_scale": loss_scale,
+                                   "optimizer": {"type": "SGD", "lr": 0.1}}, linear_model(), amp=False,
+                                  device=CPU)
+
+    assert wrapper.scaler.get_scale() == scale and wrapper._static_scale == static
+
+
+@pytest.mark.parametrize("loss_scale", ["static", -1.0, {"init": 2.0}])
+def test_bad_loss_scale_is_named(loss_scale) -> None:
+    with pytest.raises(ConfigError, match=r"optim_wrapper\.loss_scale: "):
+        build_optim_wrapper({"type": "AmpOptimWrapper", "dtype": "float16", "loss_scale": loss_scale,
+                             "optimizer": {"type": "SGD", "lr": 0.1}}, linear_model(), amp=False, device=CPU)
+
+
+@pytest.mark.parametrize(("cfg", "message"), [
+    ({"type": "ApexOptimWrapper"}, r"optim_wrapper.type: 'ApexOptimWrapper' is not supported"),
+    ({"constructor": "LayerDecayOptimWrapperConstructor"}, r"optim_wrapper.constructor: .* is not supported"),
+])
+def test_wrapper_types_and_constructors_torchyard_lacks_are_refused(cfg: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_optim_wrapper({"optimizer": {"type": "SGD", "lr": 0.1}, **cfg}, linear_model(), amp=False,
+                            device=CPU)
+

@@ -42,7 +42,7 @@ def run_schedule(case: dict) -> list[list[float]]:
 
 @pytest.mark.parametrize("name", sorted(RECORDED["cases"]))
 def test_schedules_match_what_mmengine_recorded(name: str) -> None:
-    """bench/record_mmengine_schedules.py ran each case with mmengine's own schedulers."""
+    """bench/record_mmengine.py ran each case with mmengine's own schedulers."""
     case = RECORDED["cases"][name]
 
     assert run_schedule(case) == [pytest.approx(row, rel=1e-9, abs=1e-15) for row in case["lr_momentum"]]

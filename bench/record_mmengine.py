@@ -1,13 +1,17 @@
-"""Record what mmengine's param schedulers do, for tests/trainer/test_schedulers.py to compare ours with.
+"""Record what mmengine does, for tests to compare torchyard with: its param schedulers
+(tests/trainer/test_schedulers.py) and its paramwise optimizer settings (tests/trainer/test_paramwise.py).
 
 mmengine lives only in the bench's environment (see trainer_overhead.py for how to make it):
 
-    bench/.venv/bin/python bench/record_mmengine_schedules.py   # writes tests/trainer/mmengine_schedules.json
+    bench/.venv/bin/python bench/record_mmengine.py     # writes tests/trainer/mmengine_*.json
 
-Each case is a ``param_scheduler`` list and a run's shape. The run is stepped the way mmengine's
+Schedules: each case is a ``param_scheduler`` list and a run's shape, stepped the way mmengine's
 ParamSchedulerHook steps it: after every iteration the iteration-based schedulers, after every epoch the
 epoch-based ones. For every iteration the file holds the learning rate and momentum (SGD's momentum, or
 Adam's beta1) that the iteration trains with.
+
+Paramwise: each case is an ``optim_wrapper`` over ``PartsNet`` (below; the test builds the same model from
+this file); the file holds every param group's parameter shape, learning rate and weight decay.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-OUT = Path(__file__).resolve().parents[1] / "tests" / "trainer" / "mmengine_schedules.json"
+TESTS = Path(__file__).resolve().parents[1] / "tests" / "trainer"
 SGD = {"type": "SGD", "lr": 0.1, "momentum": 0.9}
 ADAM = {"type": "Adam", "lr": 0.01, "betas": [0.9, 0.999]}
 
@@ -119,16 +123,60 @@ def run(case: dict) -> list[list[float]]:
     return rows
 
 
+class PartsNet(torch.nn.Module):
+    """Every kind of parameter paramwise_cfg tells apart: conv, norm, depthwise conv, bias, 1-D, frozen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.cls_token = nn.Parameter(torch.zeros(8))
+        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, groups=8),
+                                      nn.GroupNorm(2, 8))
+        self.head = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 4))
+        self.frozen = nn.Linear(2, 2).requires_grad_(False)
+
+
+PARAMWISE = {
+    "by-kind": dict(optimizer=dict(type="SGD", lr=0.1, momentum=0.9, weight_decay=1e-4),
+                    paramwise_cfg=dict(bias_lr_mult=2.0, bias_decay_mult=0.0, norm_decay_mult=0.0,
+                                       dwconv_decay_mult=0.5, flat_decay_mult=0.1)),
+    "custom-keys": dict(optimizer=dict(type="AdamW", lr=1e-3, weight_decay=0.05),
+                        paramwise_cfg=dict(norm_decay_mult=0.0,
+                                           custom_keys={"backbone": dict(lr_mult=0.1),
+                                                        "backbone.2": dict(lr_mult=0.5, decay_mult=0.0),
+                                                        "head": dict(decay_mult=2.0)})),
+    "no-weight-decay-given": dict(optimizer=dict(type="AdamW", lr=1e-3),
+                                  paramwise_cfg=dict(bias_lr_mult=0.5, flat_decay_mult=0.0)),
+}
+
+
+def param_groups_of(optimizer: torch.optim.Optimizer) -> list[list]:
+    return [[list(group["params"][0].shape), group["lr"], group["weight_decay"]]
+            for group in optimizer.param_groups]
+
+
+def record_paramwise(cfg: dict) -> list[list]:
+    from mmengine.optim import build_optim_wrapper
+
+    torch.manual_seed(0)
+    return param_groups_of(build_optim_wrapper(PartsNet(), cfg).optimizer)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out-dir", type=Path, default=TESTS)
     args = parser.parse_args()
     import mmengine
 
-    recorded = {"mmengine_version": mmengine.__version__, "torch_version": torch.__version__,
-                "cases": {name: {**case, "lr_momentum": run(case)} for name, case in CASES.items()}}
-    args.out.write_text(json.dumps(recorded, indent=1) + "\n")
-    print(f"wrote {len(CASES)} cases recorded with mmengine {mmengine.__version__} to {args.out}")
+    versions = {"mmengine_version": mmengine.__version__, "torch_version": torch.__version__}
+    schedules = {**versions,
+                 "cases": {name: {**case, "lr_momentum": run(case)} for name, case in CASES.items()}}
+    (args.out_dir / "mmengine_schedules.json").write_text(json.dumps(schedules, indent=1) + "\n")
+    paramwise = {**versions, "cases": {name: {"optim_wrapper": cfg, "param_groups": record_paramwise(cfg)}
+                                       for name, cfg in PARAMWISE.items()}}
+    (args.out_dir / "mmengine_paramwise.json").write_text(json.dumps(paramwise, indent=1) + "\n")
+    print(f"wrote {len(CASES)} schedules and {len(PARAMWISE)} paramwise cases recorded with mmengine "
+          f"{mmengine.__version__} to {args.out_dir}")
 
 
 if __name__ == "__main__":
