@@ -15,6 +15,7 @@ from pathlib import Path
 
 from torchyard.contract.workdir import TEST_RESULT
 from torchyard.trainer.cli import add_common_args, entry_points, load_config, print_config
+from torchyard.trainer.config import ConfigError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,10 +28,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="write every sample's prediction and the metrics to this .json or .pkl file")
     parser.add_argument("--show-dir", help="save PNG pictures of predictions in this directory")
     parser.add_argument("--show-limit", type=int, default=64, help="at most this many pictures (default 64)")
+    # OpenMMLab's test.py flags that have no torchyard counterpart: refused with what to do instead.
+    parser.add_argument("--tta", action="store_true", help="not supported: test-time augmentation")
+    parser.add_argument("--show", action="store_true", help="not supported: use --show-dir")
+    parser.add_argument("--wait-time", type=float, help="not supported: goes with --show")
     return parser.parse_args(argv)
 
 
 def test(args: argparse.Namespace) -> dict:
+    if args.tta:
+        raise ConfigError("--tta: test-time augmentation is not supported; test without it")
+    if args.show or args.wait_time is not None:
+        raise ConfigError("--show/--wait-time: torchyard draws no windows; --show-dir DIR saves the pictures")
     cfg = load_config(args)
     if args.out:
         evaluators = cfg.get("test_evaluator") or []

@@ -29,8 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="mixed precision: bf16 on CPU, fp16 with loss scaling on CUDA")
     parser.add_argument("--auto-scale-lr", action="store_true",
                         help="scale the lr by total batch size / auto_scale_lr.base_batch_size")
-    parser.add_argument("--seed", type=int, help="random seed (each rank uses seed + rank)")
+    parser.add_argument("--seed", type=int, help="random seed (randomness.seed; the same on every rank "
+                        "unless randomness.diff_rank_seed=True)")
     parser.add_argument("--deterministic", action="store_true", help="use deterministic algorithms only")
+    parser.add_argument("--no-validate", action="store_true",
+                        help="train without validation (drops val_dataloader, val_evaluator and val_cfg)")
     return parser.parse_args(argv)
 
 
@@ -47,6 +50,8 @@ def train(args: argparse.Namespace) -> dict:
         randomness["seed"] = args.seed
     if args.deterministic:
         randomness["deterministic"] = True
+    if args.no_validate:
+        cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
     if args.print_config:
         return print_config(cfg)
     from torchyard.trainer.dist import destroy_distributed
