@@ -1,5 +1,6 @@
 """Record what mmengine does, for tests to compare torchyard with: its param schedulers
-(tests/trainer/test_schedulers.py) and its paramwise optimizer settings (tests/trainer/test_paramwise.py).
+(tests/trainer/test_schedulers.py), its paramwise optimizer settings (tests/trainer/test_paramwise.py) and
+its checkpoints.
 
 mmengine lives only in the bench's environment (see trainer_overhead.py for how to make it):
 
@@ -12,6 +13,8 @@ Adam's beta1) that the iteration trains with.
 
 Paramwise: each case is an ``optim_wrapper`` over ``PartsNet`` (below; the test builds the same model from
 this file); the file holds every param group's parameter shape, learning rate and weight decay.
+
+Checkpoint: mmengine_digits_mlp.pth, saved as mmengine's Runner saves, for load_from (test_checkpoint.py).
 """
 
 from __future__ import annotations
@@ -162,6 +165,28 @@ def record_paramwise(cfg: dict) -> list[list]:
     return param_groups_of(build_optim_wrapper(PartsNet(), cfg).optimizer)
 
 
+def record_checkpoint(path: Path) -> None:
+    """A checkpoint as mmengine's Runner saves one (meta, state_dict, optimizer, message_hub with its
+    HistoryBuffers and numpy values), of torchyard's DigitsMLP built after torch.manual_seed(0)."""
+    import mmengine
+    from mmengine.logging import MessageHub
+    from mmengine.runner.checkpoint import get_state_dict, save_checkpoint, weights_to_cpu
+
+    from torchyard.trainer.models import DigitsMLP
+
+    torch.manual_seed(0)
+    model = DigitsMLP()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    hub = MessageHub.get_instance("record_mmengine")
+    for loss in (2.3, 2.1, 1.9):
+        hub.update_scalar("train/loss", loss)
+    hub.update_info("iter", 30)
+    meta = {"epoch": 1, "iter": 30, "seed": 0, "experiment_name": "digits_mlp", "mmengine_version":
+            mmengine.__version__, "dataset_meta": {"classes": [str(digit) for digit in range(10)]}}
+    save_checkpoint({"meta": meta, "state_dict": weights_to_cpu(get_state_dict(model)),
+                     "optimizer": optimizer.state_dict(), "message_hub": hub.state_dict()}, str(path))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=TESTS)
@@ -175,8 +200,9 @@ def main() -> None:
     paramwise = {**versions, "cases": {name: {"optim_wrapper": cfg, "param_groups": record_paramwise(cfg)}
                                        for name, cfg in PARAMWISE.items()}}
     (args.out_dir / "mmengine_paramwise.json").write_text(json.dumps(paramwise, indent=1) + "\n")
-    print(f"wrote {len(CASES)} schedules and {len(PARAMWISE)} paramwise cases recorded with mmengine "
-          f"{mmengine.__version__} to {args.out_dir}")
+    record_checkpoint(args.out_dir / "mmengine_digits_mlp.pth")
+    print(f"wrote {len(CASES)} schedules, {len(PARAMWISE)} paramwise cases and a checkpoint recorded with "
+          f"mmengine {mmengine.__version__} to {args.out_dir}")
 
 
 if __name__ == "__main__":

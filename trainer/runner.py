@@ -38,6 +38,7 @@ from torchyard.trainer.dist import (
     init_distributed,
 )
 from torchyard.trainer.evaluation import Evaluator
+from torchyard.trainer.foreign_checkpoint import load_weights_of
 from torchyard.trainer.hooks import build_hooks
 from torchyard.trainer.hooks.logger import LoggerHook
 from torchyard.trainer.logger import format_metrics, setup_logger
@@ -90,7 +91,8 @@ class Runner:
         seed_everything(self.seed, self.env.rank if randomness.diff_rank_seed else 0, self.deterministic)
         apply_env_cfg(env_cfg, self.deterministic)
         model = MODELS.build(cfg.model, where="model").to(self.device)
-        self.model = DistributedDataParallel(model) if self.env.distributed else model
+        ddp_kwargs = runtime.ddp_kwargs(cfg)
+        self.model = DistributedDataParallel(model, **ddp_kwargs) if self.env.distributed else model
         self.hooks = build_hooks({**DEFAULT_HOOKS, **cfg.get("default_hooks", {})}, cfg.get("custom_hooks"))
         self.checkpoints = CheckpointManager(self.work_dir, logger=self.logger, sync_in_background=True)
         self.amp_dtype = None
@@ -334,8 +336,7 @@ class Runner:
         refuses a checkpoint whose weights do not all fit the model.
         """
         what = "checkpoint" if strict else "load_from"
-        weights = load_checkpoint(path)
-        weights = weights.get("state_dict", weights)
+        weights = load_weights_of(path)
         own = self.unwrapped_model.state_dict()
         if not own.keys() & weights.keys():
             raise ConfigError(f"{what} {path}: none of its {len(weights)} weights match the model's names; "

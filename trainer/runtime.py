@@ -25,8 +25,6 @@ LOG_PROCESSOR_KEYS = {"type", "window_size", "by_epoch", "num_digits", "custom_c
 
 # mmengine keys whose feature torchyard does not have: refused, saying what to do instead.
 REFUSED = {
-    "model_wrapper_cfg": "torchyard wraps the model in DistributedDataParallel itself; "
-                         "remove model_wrapper_cfg",
     "compile": "torch.compile is not supported yet; remove compile",
     "strategy": "FlexibleRunner strategies (DeepSpeed, FSDP, ColossalAI) are not supported; remove strategy",
     "data_preprocessor": "give the data_preprocessor inside model (model.data_preprocessor), "
@@ -53,6 +51,26 @@ class EnvCfg:
     cudnn_benchmark: bool = False
     mp_start_method: str | None = None
     backend: str | None = None  # None: nccl on CUDA, gloo on the CPU
+
+
+# mmengine's DDP wrappers; the arguments go to torch's DistributedDataParallel.
+MODEL_WRAPPERS = {"MMDistributedDataParallel", "DistributedDataParallel"}
+DDP_ARGS = {"find_unused_parameters", "broadcast_buffers", "bucket_cap_mb", "gradient_as_bucket_view",
+            "static_graph", "detect_anomalous_params"}
+
+
+def ddp_kwargs(cfg: dict) -> dict[str, Any]:
+    """``model_wrapper_cfg``: DistributedDataParallel's arguments (``find_unused_parameters``...)."""
+    wrapper = dict(cfg.get("model_wrapper_cfg") or {})
+    kind = wrapper.pop("type", "MMDistributedDataParallel")
+    if kind not in MODEL_WRAPPERS:
+        raise ConfigError(f"model_wrapper_cfg.type: {kind!r} is not supported; use "
+                          f"{' or '.join(sorted(MODEL_WRAPPERS))}")
+    _known(wrapper, DDP_ARGS, "model_wrapper_cfg")
+    if wrapper.pop("detect_anomalous_params", False):
+        raise ConfigError("model_wrapper_cfg.detect_anomalous_params: not supported; "
+                          "find_unused_parameters=True names unused parameters in its error")
+    return wrapper
 
 
 def check_top_level(cfg: dict) -> list[str]:

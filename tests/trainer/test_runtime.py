@@ -16,7 +16,7 @@ MMPRETRAIN_ENV = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork",
 
 
 def test_top_level_keys_torchyard_lacks_the_feature_for_are_refused_by_name() -> None:
-    for key, value in [("model_wrapper_cfg", dict(type="MMDistributedDataParallel")), ("compile", True),
+    for key, value in [("compile", True),
                        ("strategy", dict(type="DeepSpeedStrategy")), ("data_preprocessor", dict(type="X")),
                        ("cfg", dict(a=1))]:
         with pytest.raises(ConfigError, match=rf"^{key}: not supported: "):
@@ -125,3 +125,16 @@ def test_dataloader_keys(loader: dict, message: str | None) -> None:
     else:
         with pytest.raises(ConfigError, match=message):
             _check_loader_keys(cfg, "train_dataloader")
+
+
+def test_model_wrapper_cfg_gives_ddp_its_arguments() -> None:
+    wrapper = dict(type="MMDistributedDataParallel", find_unused_parameters=True, broadcast_buffers=False)
+
+    assert runtime.ddp_kwargs({"model_wrapper_cfg": wrapper}) == {"find_unused_parameters": True,
+                                                                  "broadcast_buffers": False}
+    assert runtime.ddp_kwargs({}) == {}
+    with pytest.raises(ConfigError, match=r"model_wrapper_cfg.type: 'MMSeparateDistributedDataParallel'"):
+        runtime.ddp_kwargs({"model_wrapper_cfg": dict(type="MMSeparateDistributedDataParallel")})
+    with pytest.raises(ConfigError, match=r"model_wrapper_cfg: unknown key\(s\) device_ids"):
+        runtime.ddp_kwargs({"model_wrapper_cfg": dict(device_ids=[0])})
+
