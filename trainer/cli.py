@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import NoReturn
 
+import shtab
+
 from torchyard.contract import exitcodes, termination
 from torchyard.contract.launchers import LAUNCHERS
 from torchyard.trainer.config import Config, ConfigError
@@ -35,6 +37,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         "flags) and exit")
     parser.add_argument("--debug", action="store_true", help="show full trace-backs on errors")
     parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('torchyard')}")
+    shtab.add_argument_to(parser, ["--print-completion"],
+                          help="print a completion script for this shell and exit "
+                          '(eval "$(%(prog)s --print-completion bash)")')
 
 
 def load_config(args: argparse.Namespace) -> Config:

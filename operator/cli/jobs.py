@@ -11,28 +11,36 @@ import yaml
 from torchyard.operator.api.crds import render_crds
 from torchyard.operator.api.jobfile import load_jobs, train_job_of
 from torchyard.operator.api.spec import Job, TrainJob
+from torchyard.operator.cli.help import add_command
 from torchyard.operator.kube.render import render_k8s
 from torchyard.operator.launch.local import run_job
 from torchyard.operator.slurm.render import render_slurm
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    validate = commands.add_parser("validate", help="check job files; errors name the field")
-    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate = add_command(commands, "validate", "check job files; errors name the field",
+                           "torchyard validate examples/trainjob.yaml examples/testjob.yaml")
+    validate.add_argument("files", nargs="+", metavar="FILE", help="TrainJob/TestJob YAML files")
     validate.set_defaults(func=validate_command)
 
-    render = commands.add_parser("render", help="print the Kubernetes manifests or the sbatch script")
-    render.add_argument("file", metavar="FILE")
-    render.add_argument("--target", choices=["k8s", "slurm"], required=True)
+    render = add_command(commands, "render", "print the Kubernetes manifests or the sbatch script",
+                         "torchyard render examples/trainjob.yaml --target k8s",
+                         "torchyard render examples/testjob.yaml --target slurm "
+                         "--train-job examples/trainjob.yaml")
+    render.add_argument("file", metavar="FILE", help="a TrainJob/TestJob YAML file")
+    render.add_argument("--target", choices=["k8s", "slurm"], required=True,
+                        help="k8s: the Pods and the headless Service; slurm: the sbatch script")
     _train_job_option(render)
     render.set_defaults(func=render_command)
 
-    run = commands.add_parser("run", help="run the job on this machine (nodes x procsPerNode processes)")
-    run.add_argument("file", metavar="FILE")
+    run = add_command(commands, "run", "run the job on this machine (nodes x procsPerNode processes)",
+                      "torchyard run examples/trainjob.yaml")
+    run.add_argument("file", metavar="FILE", help="a TrainJob/TestJob YAML file")
     _train_job_option(run)
     run.set_defaults(func=run_command)
 
-    crds = commands.add_parser("crds", help="print the CRDs, or write them to a folder")
+    crds = add_command(commands, "crds", "print the CRDs, or write them to a folder",
+                       "torchyard crds --out crds/", "torchyard crds | kubectl apply --server-side -f -")
     crds.add_argument("--out", type=Path, metavar="DIR", help="write one file per CRD here (e.g. crds/)")
     crds.set_defaults(func=crds_command)
 

@@ -8,6 +8,7 @@ parsers it adds set `func(args) -> exit code`. To add a group, write the module 
     torchyard operator run [--namespace NS] [--metrics-port PORT] [--json-logs] [--peering NAME]
     torchyard dev-cluster [--node NAME] [--label K=V] [--taint K=V:EFFECT] [--volumes DIR]
     torchyard tools count-params|publish-model|plot-logs|tsne ...
+    torchyard completion bash|zsh|tcsh
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ COMMAND_GROUPS = {
     "torchyard.operator.cli.slurm": ("slurm",),
     "torchyard.operator.cli.operator": ("operator", "dev-cluster"),
     "torchyard.operator.cli.tools": ("tools",),
+    "torchyard.operator.cli.completion": ("completion",),
 }
 
 

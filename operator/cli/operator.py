@@ -21,11 +21,16 @@ import shutil
 import signal
 from pathlib import Path
 
+from torchyard.operator.cli.help import add_command
+
 
 def register(commands: argparse._SubParsersAction) -> None:
-    operator = commands.add_parser("operator", help="the Kubernetes operator for TrainJob/TestJob")
+    operator = add_command(commands, "operator", "the Kubernetes operator for TrainJob/TestJob",
+                           "torchyard operator run --namespace team-a --metrics-port 8080")
     actions = operator.add_subparsers(dest="action", required=True, metavar="ACTION")
-    run = actions.add_parser("run", help="run the operator (kubeconfig or in-cluster credentials)")
+    run = add_command(actions, "run", "run the operator (kubeconfig or in-cluster credentials)",
+                      "torchyard operator run --namespace team-a --metrics-port 8080",
+                      "torchyard operator run --backend slurm --slurm-work-root /shared/{namespace}")
     run.add_argument(
         "--namespace",
         "-n",
@@ -91,13 +96,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     run.set_defaults(func=operator_run)
 
-    dev = commands.add_parser(
-        "dev-cluster",
-        help="a node that runs pods as local processes, for any API server (see `make cluster`)",
-        description="Registers a Node with the API server of your kubeconfig (or $KUBECONFIG), keeps it "
-        "Ready, and runs the pods the scheduler binds to it as local processes. "
-        "Example: make cluster && export KUBECONFIG=.cluster/admin.kubeconfig && torchyard dev-cluster",
-    )
+    dev = add_command(commands, "dev-cluster",
+                      "a node that runs pods as local processes, for any API server (see `make cluster`)",
+                      "make cluster && export KUBECONFIG=.cluster/admin.kubeconfig && torchyard dev-cluster")
+    dev.description = ("Registers a Node with the API server of your kubeconfig (or $KUBECONFIG), keeps it "
+                       "Ready, and runs the pods the scheduler binds to it as local processes.")
     dev.add_argument("--node", default="dev-cluster", help="the Node's name (default dev-cluster)")
     for flag, meta, what in (
         ("--label", "KEY=VALUE", "a label of the Node (repeatable), e.g. for pods' nodeSelector"),

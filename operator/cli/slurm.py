@@ -20,6 +20,7 @@ from pathlib import Path
 
 from torchyard.contract import workdir
 from torchyard.operator.api.jobfile import load_jobs, train_job_of
+from torchyard.operator.cli.help import add_command
 from torchyard.operator.errors import SlurmError, Unschedulable
 from torchyard.operator.slurm.bridge import (
     SCRIPT,
@@ -37,11 +38,13 @@ from torchyard.operator.slurm.render import render_slurm
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    slurm = commands.add_parser("slurm", help="submit job files to Slurm and follow them (sbatch, squeue)")
+    slurm = add_command(commands, "slurm", "submit job files to Slurm and follow them (sbatch, squeue)",
+                        "torchyard slurm submit examples/trainjob.yaml --follow", "torchyard slurm list")
     actions = slurm.add_subparsers(dest="slurm_command", required=True, metavar="ACTION")
 
-    submit = actions.add_parser("submit", help="render, sbatch and record every job in FILE; print job ids")
-    submit.add_argument("file", metavar="FILE")
+    submit = add_command(actions, "submit", "render, sbatch and record every job in FILE; print job ids",
+                         "torchyard slurm submit examples/trainjob.yaml --wait")
+    submit.add_argument("file", metavar="FILE", help="a YAML file of one or more TrainJobs/TestJobs")
     submit.add_argument("--dry-run", action="store_true", help="print the sbatch script, submit nothing")
     submit.add_argument(
         "--wait", action="store_true", help="wait until the job finishes; exit 0 if COMPLETED"
@@ -53,22 +56,23 @@ def register(commands: argparse._SubParsersAction) -> None:
     submit.set_defaults(func=_slurm(submit_command))
 
     target_help = "job name, Slurm job id, or job file"
-    status = actions.add_parser("status", help="state, reason, nodes, elapsed, exit code, last checkpoint")
+    status = add_command(actions, "status", "state, reason, nodes, elapsed, exit code, last checkpoint",
+                         "torchyard slurm status digits-mlp")
     status.add_argument("target", metavar="NAME|ID", help=target_help)
     status.set_defaults(func=_slurm(status_command))
 
-    cancel = actions.add_parser("cancel", help="scancel the job")
+    cancel = add_command(actions, "cancel", "scancel the job", "torchyard slurm cancel digits-mlp")
     cancel.add_argument("target", metavar="NAME|ID", help=target_help)
     cancel.set_defaults(func=_slurm(cancel_command))
 
-    logs = actions.add_parser("logs", help="print the job's output (stdout, then stderr)")
+    logs = add_command(actions, "logs", "print the job's output (stdout, then stderr)",
+                       "torchyard slurm logs digits-mlp --follow")
     logs.add_argument("target", metavar="NAME|ID", help=target_help)
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job finishes")
     logs.set_defaults(func=_slurm(logs_command))
 
-    listing = actions.add_parser(
-        "list", help="torchyard jobs: recorded under ./work_dirs and queued in Slurm"
-    )
+    listing = add_command(actions, "list", "torchyard jobs: recorded under ./work_dirs and queued in Slurm",
+                          "torchyard slurm list")
     listing.set_defaults(func=_slurm(list_command))
 
 

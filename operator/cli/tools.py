@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from torchyard.operator.cli.help import add_command
+
 
 def register(commands: argparse._SubParsersAction) -> None:
-    tools = commands.add_parser("tools", add_help=False,
-                                help="count-params, publish-model, plot-logs, tsne "
-                                "(needs torchyard[trainer])")
-    tools.add_argument("argv", nargs=argparse.REMAINDER)
+    tools = add_command(commands, "tools", "count-params, publish-model, plot-logs, tsne (needs "
+                        "torchyard[trainer])", "torchyard tools count-params configs/digits_cnn.py",
+                        "torchyard tools plot-logs work_dirs/digits_cnn --keys loss", add_help=False)
+    tools.add_argument("argv", nargs=argparse.REMAINDER, help="the tool and its arguments")
     tools.set_defaults(func=tools_command, passthrough=True)
 
 
