@@ -19,7 +19,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[trainer,operator,dev]' $(TORCH)
+	$(BIN)/pip install --quiet -e '.[trainer,tensorboard,operator,dev]' $(TORCH)
 	touch $@
 
 demo: install
@@ -112,7 +112,7 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/pip install --quiet $(TORCH)
 	$(BENCH_VENV)/bin/pip install --quiet mmengine==0.10.7 $(TORCH)
-	$(BENCH_VENV)/bin/pip install --quiet -e '.[trainer,operator,dev]' $(TORCH)
+	$(BENCH_VENV)/bin/pip install --quiet -e '.[trainer,tensorboard,operator,dev]' $(TORCH)
 	touch $@
 
 JOB ?= examples/trainjob.yaml

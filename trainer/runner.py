@@ -193,11 +193,13 @@ class Runner:
     def _configure_logging(self) -> None:
         """visualizer.vis_backends and log_processor act through the LoggerHook."""
         logger_hook = next((hook for hook in self.hooks if isinstance(hook, LoggerHook)), None)
-        if "tensorboard" in runtime.vis_backends(self.cfg):
+        backends = runtime.vis_backends(self.cfg)
+        if "tensorboard" in backends:
             if logger_hook is None:
                 raise ConfigError("visualizer: TensorboardVisBackend needs default_hooks.logger, "
                                   "which is switched off")
             logger_hook.tensorboard = True
+            logger_hook.tensorboard_dir = backends["tensorboard"]
         for warning in runtime.check_log_processor(self.cfg, logger_hook.interval if logger_hook else 0):
             self.logger.warning(warning)
 

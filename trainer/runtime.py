@@ -133,23 +133,28 @@ def env_cfg(cfg: dict) -> EnvCfg:
     return EnvCfg(bool(section.get("cudnn_benchmark", False)), mp_cfg.get("mp_start_method"), backend)
 
 
-def vis_backends(cfg: dict) -> set[str]:
-    """Where scalars go besides the log: "local" (the work dir's scalars.jsonl) and "tensorboard"."""
+def vis_backends(cfg: dict) -> dict[str, str | None]:
+    """Where scalars go besides the log: "local" (the work dir's scalars.jsonl) and "tensorboard", each with
+    the directory its ``save_dir`` gives (None: the default)."""
     visualizer = cfg.get("visualizer")
     if not visualizer:
-        return {"local"}
+        return {"local": None}
     if not isinstance(visualizer, dict):
         raise ConfigError("visualizer: expected dict(type='Visualizer', vis_backends=[...]), "
                           f"got {visualizer!r}")
     _known(visualizer, {"type", "vis_backends", "name", "save_dir"}, "visualizer")
-    kinds = set()
+    kinds: dict[str, str | None] = {}
     for i, backend in enumerate(visualizer.get("vis_backends") or [{"type": "LocalVisBackend"}]):
+        where = f"visualizer.vis_backends[{i}]"
         kind = VIS_BACKENDS.get(backend.get("type") if isinstance(backend, dict) else backend)
         if kind is None:
-            raise ConfigError(f"visualizer.vis_backends[{i}]: {backend!r} is not supported; use "
+            raise ConfigError(f"{where}: {backend!r} is not supported; use "
                               f"{', '.join(sorted(set(VIS_BACKENDS) - {'TensorboardVisBackend'}))}")
-        _known(backend, {"type", "save_dir"}, f"visualizer.vis_backends[{i}]")
-        kinds.add(kind)
+        _known(backend, {"type", "save_dir"}, where)
+        save_dir = backend.get("save_dir") or visualizer.get("save_dir")
+        if kind == "local" and backend.get("save_dir"):
+            raise ConfigError(f"{where}.save_dir: scalars.jsonl is always written to the work dir; remove it")
+        kinds[kind] = save_dir if kind == "tensorboard" else None
     return kinds
 
 

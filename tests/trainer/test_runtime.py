@@ -74,10 +74,12 @@ def test_randomness_and_env_cfg() -> None:
 
 
 def test_visualizer_backends() -> None:
-    assert runtime.vis_backends({}) == {"local"}
+    assert runtime.vis_backends({}) == {"local": None}
     backends = [dict(type="LocalVisBackend"), dict(type="TensorboardVisBackend")]
     tensorboard = dict(type="Visualizer", vis_backends=backends, name="visualizer")
-    assert runtime.vis_backends({"visualizer": tensorboard}) == {"local", "tensorboard"}
+    assert runtime.vis_backends({"visualizer": tensorboard}) == {"local": None, "tensorboard": None}
+    tensorboard["vis_backends"][1]["save_dir"] = "runs/tb"
+    assert runtime.vis_backends({"visualizer": tensorboard})["tensorboard"] == "runs/tb"
     wandb = dict(type="Visualizer", vis_backends=[dict(type="WandbVisBackend")])
     with pytest.raises(ConfigError, match=r"vis_backends\[0\]: .*WandbVisBackend.* is not supported"):
         runtime.vis_backends({"visualizer": wandb})

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from torchyard.contract.workdir import SCALARS
+from torchyard.trainer.config import ConfigError
 from torchyard.trainer.hooks import Hook
 from torchyard.trainer.logger import format_metrics, memory_mb
 from torchyard.trainer.registry import HOOKS
@@ -38,6 +39,7 @@ class LoggerHook(Hook):
                  log_metric_by_epoch: bool = True) -> None:
         self.interval = interval
         self.tensorboard = tensorboard
+        self.tensorboard_dir: str | None = None  # None: the work dir's tensorboard/
         # mmengine's meaning: TensorBoard plots validation metrics over epochs (else over iterations).
         self.log_metric_by_epoch = log_metric_by_epoch
         self._sums: dict[str, torch.Tensor] = {}
@@ -53,7 +55,8 @@ class LoggerHook(Hook):
         if runner.env.is_main:
             self._scalars = open(runner.work_dir / SCALARS, "a")  # noqa: SIM115 - closed in after_run
             if self.tensorboard:
-                self._writer = _tensorboard_writer(runner.work_dir / "tensorboard")
+                directory = Path(self.tensorboard_dir or runner.work_dir / "tensorboard")
+                self._writer = _tensorboard_writer(directory)
         self._window_start = time.perf_counter()
 
     def after_train_iter(self, runner: Runner, losses: dict[str, torch.Tensor]) -> None:
@@ -142,7 +145,7 @@ def _file_only(logger: logging.Logger, message: str) -> None:
 def _tensorboard_writer(log_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError as err:
-        raise ImportError("LoggerHook(tensorboard=True) needs the tensorboard package: "
-                          "pip install tensorboard") from err
+    except ImportError:
+        raise ConfigError("TensorBoard logging (visualizer's TensorboardVisBackend) needs the tensorboard "
+                          "package: pip install 'torchyard[tensorboard]'") from None
     return SummaryWriter(str(log_dir))
