@@ -41,26 +41,29 @@ class RandomShift:
 @DATASETS.register()
 class DigitsDataset(Dataset):
     """scikit-learn's 1,797 handwritten 8x8 digits (shipped with the package, no download), split
-    reproducibly.
+    reproducibly into train (80%), val (10%, to validate and pick checkpoints) and test (10%, held out).
 
     Items are ``{"inputs": float tensor [1, 8, 8] in [0, 1], "targets": int, "index": int}``.
     """
 
     splits = ("train", "val", "test")
 
-    def __init__(self, split: str = "train", val_fraction: float = 0.2, split_seed: int = 0,
-                 pipeline: Sequence[dict] = ()) -> None:
+    def __init__(self, split: str = "train", val_fraction: float = 0.1, test_fraction: float = 0.1,
+                 split_seed: int = 0, pipeline: Sequence[dict] = ()) -> None:
         from sklearn.datasets import load_digits
 
         if split not in self.splits:
             raise ConfigError(f"DigitsDataset.split: {split!r} is not one of {', '.join(self.splits)}")
-        if not 0.0 < val_fraction < 1.0:
-            raise ConfigError(f"DigitsDataset.val_fraction must be between 0 and 1, got {val_fraction}")
+        fractions_fit = 0.0 < val_fraction < 1.0 and 0.0 < test_fraction < 1.0
+        if not fractions_fit or val_fraction + test_fraction >= 1.0:
+            raise ConfigError(f"DigitsDataset: val_fraction and test_fraction must be between 0 and 1, and "
+                              f"leave images to train on; got {val_fraction} and {test_fraction}")
         digits = load_digits()
         order = np.random.default_rng(split_seed).permutation(len(digits.target))
+        # Three disjoint sets: the test images are never used to train or to pick a checkpoint.
+        held_out = round(len(order) * (val_fraction + test_fraction))
         n_val = round(len(order) * val_fraction)
-        # "val" and "test" are the same held-out images: digits is too small to hold out twice.
-        chosen = order[n_val:] if split == "train" else order[:n_val]
+        chosen = {"train": order[held_out:], "val": order[:n_val], "test": order[n_val:held_out]}[split]
         self.images = torch.from_numpy(digits.images[chosen] / 16.0).float().unsqueeze(1)
         self.targets = torch.from_numpy(digits.target[chosen]).long()
         self.classes = [str(i) for i in range(10)]

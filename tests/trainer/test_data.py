@@ -51,14 +51,14 @@ def test_digits_train_and_held_out_cover_all_1797_images_disjointly(splits: dict
     everything = collections.Counter((bytes(image.astype("uint8").flatten().tolist()), int(target))
                                      for image, target in zip(digits.images, digits.target, strict=True))
 
-    assert len(splits["train"]) + len(splits["val"]) == 1797
-    assert len(splits["val"]) == round(1797 * 0.2)
-    assert image_counter(splits["train"]) + image_counter(splits["val"]) == everything
+    assert [len(splits[split]) for split in ("train", "val", "test")] == [1438, 180, 179]
+    assert image_counter(splits["train"]) + image_counter(splits["val"]) + image_counter(splits["test"]) \
+        == everything
 
 
-def test_digits_val_and_test_are_the_same_held_out_images(splits: dict[str, DigitsDataset]) -> None:
-    assert torch.equal(splits["val"].images, splits["test"].images)
-    assert torch.equal(splits["val"].targets, splits["test"].targets)
+def test_digits_test_images_are_none_of_the_validation_ones(splits: dict[str, DigitsDataset]) -> None:
+    val = {bytes(image.numpy().tobytes()) for image in splits["val"].images}
+    assert not any(bytes(image.numpy().tobytes()) in val for image in splits["test"].images)
 
 
 def test_digits_split_is_deterministic_and_depends_on_split_seed(splits: dict[str, DigitsDataset]) -> None:
@@ -85,7 +85,8 @@ def test_digits_pipeline_is_built_from_config(splits: dict[str, DigitsDataset]) 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"split": "validation"}, "DigitsDataset.split: 'validation' is not one of train, val, test"),
-    ({"val_fraction": 1.0}, "val_fraction must be between 0 and 1"),
+    ({"val_fraction": 1.0}, "val_fraction and test_fraction must be between 0 and 1"),
+    ({"val_fraction": 0.5, "test_fraction": 0.5}, "leave images to train on"),
     ({"pipeline": [{"type": "RandomShif"}]}, r"pipeline\[0\]\.type: .*Did you mean 'RandomShift'"),
 ])
 def test_digits_bad_arguments_are_config_errors(kwargs: dict, message: str) -> None:
@@ -187,11 +188,12 @@ def test_build_dataloader_unknown_dataset_names_the_key() -> None:
 
 
 def test_eval_dataloader_shards_in_order_without_padding() -> None:
-    loaders = [build_dataloader(DIGITS_LOADER, env(rank, 2), seed=0, train=False, where="val_dataloader")
+    test_split = {**DIGITS_LOADER, "dataset": {"type": "DigitsDataset", "split": "test"}}  # 179: odd
+    loaders = [build_dataloader(test_split, env(rank, 2), seed=0, train=False, where="test_dataloader")
                for rank in range(2)]
 
     seen = [int(i) for loader in loaders for batch in loader for i in batch["index"]]
-    assert sorted(seen) == list(range(359))
+    assert sorted(seen) == list(range(179))
     assert isinstance(loaders[1].sampler, ShardSampler)
 
 

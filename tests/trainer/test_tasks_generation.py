@@ -138,7 +138,7 @@ def test_a_trained_vae_has_a_far_lower_fid_than_an_untrained_one_and_than_noise(
 
 @pytest.mark.e2e
 def test_two_processes_give_exactly_the_one_process_metrics(trained_vae, tmp_path):
-    # 359 val images over 2 processes in batches of 50: uneven shards, and other batches than on 1 process.
+    # 179 test images over 2 processes in batches of 50: uneven shards, and other batches than on 1 process.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     runs = {}
     for nproc in (1, 2):
@@ -158,7 +158,7 @@ def test_two_processes_give_exactly_the_one_process_metrics(trained_vae, tmp_pat
     assert one == two
     assert set(one) == {"FID-Full/fid", "IS/is", "IS/is_std"}
     cached = [torch.load(runs[n] / "real.pth", weights_only=True) for n in (1, 2)]
-    assert cached[0]["key"] == cached[1]["key"] and cached[0]["num_images"] == 359
+    assert cached[0]["key"] == cached[1]["key"] and cached[0]["num_images"] == 179
     assert torch.equal(cached[0]["mean"], cached[1]["mean"])
     assert torch.equal(cached[0]["cov"], cached[1]["cov"])
     assert len(list((runs[1] / "show").glob("*.png"))) == 8
