@@ -36,6 +36,9 @@ demo-k8s: install tools cluster-build
 # One training and one evaluation of each task family (a few minutes on 2 CPUs), beside its baseline.
 TASKS_DIR ?= work_dirs/tasks
 demo-tasks: install
+	$(BIN)/torchrun --standalone --nproc-per-node=$(NPROC) -m torchyard.trainer.train configs/digits_cnn.py \
+		--launcher pytorch --work-dir $(TASKS_DIR)/digits_cnn
+	$(BIN)/torchyard-test configs/digits_cnn.py $(TASKS_DIR)/digits_cnn --work-dir $(TASKS_DIR)/digits_cnn/test
 	$(BIN)/torchrun --standalone --nproc-per-node=$(NPROC) -m torchyard.trainer.train configs/shapes_fcn.py \
 		--launcher pytorch --work-dir $(TASKS_DIR)/shapes_fcn
 	$(BIN)/torchyard-test configs/shapes_fcn.py $(TASKS_DIR)/shapes_fcn --work-dir $(TASKS_DIR)/shapes_fcn/test \
@@ -51,7 +54,8 @@ demo-tasks: install
 	$(BIN)/torchyard-train configs/digits_linear_probe.py --work-dir $(TASKS_DIR)/linear_probe \
 		--cfg-options load_from=$$(cat $(TASKS_DIR)/digits_simclr/last_checkpoint)
 	$(BIN)/torchyard-test configs/digits_linear_probe.py $(TASKS_DIR)/linear_probe --work-dir $(TASKS_DIR)/linear_probe/test
-	@echo "each task's metrics: $(TASKS_DIR)/*/test/metrics.json; pictures: $(TASKS_DIR)/*/show/"
+	$(BIN)/python scripts/task_results.py $(TASKS_DIR) > bench/tasks.md
+	@echo "each task's metrics: $(TASKS_DIR)/*/test/metrics.json (the table: bench/tasks.md); pictures: $(TASKS_DIR)/*/show/"
 
 # Debian packages the tests need (shellcheck, ...): installed when missing, a no-op otherwise.
 system-deps:
