@@ -95,24 +95,21 @@ def momentum_of(group: dict) -> float:
     return group["betas"][0] if "betas" in group else group["momentum"]
 
 
-def run(case: dict) -> list[list[float]]:
-    import mmengine.optim  # noqa: F401 - registers the schedulers
-    from mmengine.registry import PARAM_SCHEDULERS
+def make_optimizer(cfg: dict) -> torch.optim.Optimizer:
+    cfg = dict(cfg)
+    return getattr(torch.optim, cfg.pop("type"))(torch.nn.Linear(2, 1).parameters(), **cfg)
 
-    optimizer_cfg = dict(case["optimizer"])
-    optimizer = getattr(torch.optim, optimizer_cfg.pop("type"))(torch.nn.Linear(2, 1).parameters(),
-                                                                **optimizer_cfg)
-    length = case["iters_per_epoch"]
-    max_iters = case.get("max_iters", case["max_epochs"] * length)
-    schedulers = []
-    for cfg in case["param_scheduler"]:
-        cfg = dict(cfg)
-        cfg.setdefault("end", case["max_epochs"] if cfg.get("by_epoch", True) else max_iters)
-        schedulers.append(PARAM_SCHEDULERS.build(cfg, default_args=dict(optimizer=optimizer,
-                                                                         epoch_length=length)))
-    rows, done = [], 0
-    while done < max_iters:
-        for _ in range(min(length, max_iters - done)):
+
+def max_iters_of(case: dict) -> int:
+    return case.get("max_iters", case["max_epochs"] * case["iters_per_epoch"])
+
+
+def step_through(case: dict, optimizer: torch.optim.Optimizer, schedulers: list) -> list[list[float]]:
+    """Step ``schedulers`` (mmengine's or torchyard's: both step() after a unit) over the run ``case``
+    describes; the (lr, momentum) each iteration trains with."""
+    rows, done, length = [], 0, case["iters_per_epoch"]
+    while done < max_iters_of(case):
+        for _ in range(min(length, max_iters_of(case) - done)):
             group = optimizer.param_groups[0]
             rows.append([group["lr"], momentum_of(group)])
             optimizer.step()
@@ -124,6 +121,20 @@ def run(case: dict) -> list[list[float]]:
             if scheduler.by_epoch:
                 scheduler.step()
     return rows
+
+
+def run(case: dict) -> list[list[float]]:
+    import mmengine.optim  # noqa: F401 - registers the schedulers
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    optimizer = make_optimizer(case["optimizer"])
+    schedulers = []
+    for cfg in case["param_scheduler"]:
+        cfg = dict(cfg)
+        cfg.setdefault("end", case["max_epochs"] if cfg.get("by_epoch", True) else max_iters_of(case))
+        schedulers.append(PARAM_SCHEDULERS.build(cfg, default_args=dict(optimizer=optimizer,
+                                                                         epoch_length=case["iters_per_epoch"])))
+    return step_through(case, optimizer, schedulers)
 
 
 class PartsNet(torch.nn.Module):

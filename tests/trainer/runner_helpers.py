@@ -4,6 +4,7 @@ beside them, a trainer run as the user runs it, and comparisons of the training 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -121,3 +122,13 @@ def run_trainer(
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([*command, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
+
+
+def bench_module(name: str):
+    """A script of bench/ as a module (record_mmengine.py builds the cases both it and the tests run)."""
+    path = Path(__file__).resolve().parents[2] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+

@@ -1,7 +1,6 @@
 """paramwise_cfg against what mmengine's DefaultOptimWrapperConstructor built for the same model and config
 (tests/trainer/mmengine_paramwise.json, recorded by bench/record_mmengine.py, whose PartsNet this builds)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,15 +10,13 @@ import torch
 from torchyard.trainer.config import ConfigError
 from torchyard.trainer.optim import build_optim_wrapper
 
-RECORDER = Path(__file__).resolve().parents[2] / "bench" / "record_mmengine.py"
+from .runner_helpers import bench_module
+
 RECORDED = json.loads((Path(__file__).parent / "mmengine_paramwise.json").read_text())
 
 
 def recorder():
-    spec = importlib.util.spec_from_file_location("record_mmengine", RECORDER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("record_mmengine")
 
 
 @pytest.mark.parametrize("name", sorted(RECORDED["cases"]))

@@ -2,42 +2,24 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from torchyard.trainer.config import ConfigError
 from torchyard.trainer.schedulers import build_param_schedulers
 
+from .runner_helpers import bench_module
+
 RECORDED = json.loads((Path(__file__).parent / "mmengine_schedules.json").read_text())
 
 
-def make_optimizer(cfg: dict) -> torch.optim.Optimizer:
-    cfg = dict(cfg)
-    return getattr(torch.optim, cfg.pop("type"))(torch.nn.Linear(2, 1).parameters(), **cfg)
-
-
-def momentum_of(group: dict) -> float:
-    return group["betas"][0] if "betas" in group else group["momentum"]
+RECORDER = bench_module("record_mmengine")
 
 
 def run_schedule(case: dict) -> list[list[float]]:
-    """The (lr, momentum) each iteration trains with, stepping schedulers the way loops.TrainLoop does."""
-    optimizer = make_optimizer(case["optimizer"])
-    length = case["iters_per_epoch"]
-    max_iters = case.get("max_iters", case["max_epochs"] * length)
-    schedulers = build_param_schedulers(case["param_scheduler"], optimizer, case["max_epochs"], max_iters,
-                                        length)
-    rows, done = [], 0
-    while done < max_iters:
-        for _ in range(min(length, max_iters - done)):
-            rows.append([optimizer.param_groups[0]["lr"], momentum_of(optimizer.param_groups[0])])
-            done += 1
-            for scheduler in schedulers:
-                if not scheduler.by_epoch:
-                    scheduler.step()
-        for scheduler in schedulers:
-            if scheduler.by_epoch:
-                scheduler.step()
-    return rows
+    """The (lr, momentum) each iteration trains with, stepping schedulers as loops.TrainLoop does."""
+    optimizer = RECORDER.make_optimizer(case["optimizer"])
+    schedulers = build_param_schedulers(case["param_scheduler"], optimizer, case["max_epochs"],
+                                        RECORDER.max_iters_of(case), case["iters_per_epoch"])
+    return RECORDER.step_through(case, optimizer, schedulers)
 
 
 @pytest.mark.parametrize("name", sorted(RECORDED["cases"]))
@@ -68,12 +50,12 @@ def test_quadratic_warmup_reaches_the_initial_lr_on_a_square_curve() -> None:
 def test_state_dict_round_trip_continues_the_schedule() -> None:
     cfg = [{"type": "LinearLR", "start_factor": 0.1, "by_epoch": False, "end": 10},
            {"type": "CosineAnnealingMomentum", "eta_min": 0.5, "by_epoch": False}]
-    optimizer = make_optimizer({"type": "SGD", "lr": 1.0, "momentum": 0.9})
+    optimizer = RECORDER.make_optimizer({"type": "SGD", "lr": 1.0, "momentum": 0.9})
     schedulers = build_param_schedulers(cfg, optimizer, 2, 20, 10)
     for _ in range(4):
         for scheduler in schedulers:
             scheduler.step()
-    resumed_optimizer = make_optimizer({"type": "SGD", "lr": 1.0, "momentum": 0.9})
+    resumed_optimizer = RECORDER.make_optimizer({"type": "SGD", "lr": 1.0, "momentum": 0.9})
     resumed = build_param_schedulers(cfg, resumed_optimizer, 2, 20, 10)
 
     resumed_optimizer.load_state_dict(optimizer.state_dict())
@@ -106,14 +88,14 @@ def test_state_dict_round_trip_continues_the_schedule() -> None:
      "periods and restart_weights need the same length"),
 ], ids=lambda value: value.get("type") if isinstance(value, dict) else None)
 def test_bad_scheduler_configs_name_the_entry_and_the_problem(cfg: dict, message: str) -> None:
-    optimizer = make_optimizer({"type": "SGD", "lr": 1.0})
+    optimizer = RECORDER.make_optimizer({"type": "SGD", "lr": 1.0})
 
     with pytest.raises(ConfigError, match=message):
         build_param_schedulers([cfg], optimizer, 10, 100, 10)
 
 
 def test_momentum_of_an_optimizer_without_one_is_refused() -> None:
-    optimizer = make_optimizer({"type": "Adagrad", "lr": 1.0})
+    optimizer = RECORDER.make_optimizer({"type": "Adagrad", "lr": 1.0})
 
     expected = r"LinearMomentum rejected its arguments: Adagrad has no 'momentum'"
     with pytest.raises(ConfigError, match=expected):
@@ -121,4 +103,4 @@ def test_momentum_of_an_optimizer_without_one_is_refused() -> None:
 
 
 def test_no_param_scheduler_gives_none() -> None:
-    assert build_param_schedulers(None, make_optimizer({"type": "SGD", "lr": 1.0}), 1, 1, 1) == []
+    assert build_param_schedulers(None, RECORDER.make_optimizer({"type": "SGD", "lr": 1.0}), 1, 1, 1) == []

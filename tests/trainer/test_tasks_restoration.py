@@ -24,10 +24,11 @@ def val_set() -> SkimageSRDataset:
     return SkimageSRDataset("val", images=("chelsea",), patch_size=96)
 
 
-def test_validation_holds_out_other_photos_than_training():
+def test_training_validation_and_test_use_different_photos():
     defaults = SkimageSRDataset.default_images
     assert not set(defaults["train"]) & set(defaults["val"])
-    assert defaults["val"] == defaults["test"]
+    assert not set(defaults["train"]) & set(defaults["test"])
+    assert not set(defaults["val"]) & set(defaults["test"])
 
 
 def test_patches_pair_the_bicubic_upsampling_with_the_original(val_set):
