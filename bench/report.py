@@ -22,7 +22,8 @@ from pathlib import Path
 HERE = Path(__file__).parent
 RESULTS = HERE / "results.md"
 CHART = HERE / "results.png"
-BENCHES = ("trainer_overhead", "ddp_scaling", "checkpoint_io", "operator_latency", "slurm_submit")
+BENCHES = ("trainer_overhead", "framework_overhead",
+           "ddp_scaling", "checkpoint_io", "operator_latency", "slurm_submit")
 
 
 @dataclass
@@ -72,6 +73,29 @@ def missing(name: str, data: dict, what: str, target: str) -> Line:
     return Line(what, "-", "-", None, target, None, f"unavailable: {reason}")
 
 
+def framework_lines(data: dict[str, dict]) -> list[Line]:
+    f = data.get("framework_overhead")
+    if not f or "unavailable" in f:
+        return [missing("framework_overhead", data, "trainer's own cost per iteration", "<= 3% of bare")]
+    cost, bare = f["cost_us"], f["bare_us"]
+    own = Line("trainer's own cost per iteration, tiny step (us over a bare loop's)",
+               f"{cost['torchyard']:.1f}", f"{bare:.1f}", cost["torchyard"] / bare, "<= 0.03x",
+               cost["torchyard"] / bare <= 0.03)
+    if "mmengine" not in cost:
+        return [own, Line("trainer's own cost and cold start vs mmengine", "-", "-", None, "<= 0.125x", None,
+                          f"unavailable: {f.get('mmengine_unavailable')}")]
+    start = f["start_s"]
+    return [
+        own,
+        Line("trainer's own cost per iteration vs mmengine's (us)", f"{cost['torchyard']:.1f}",
+             f"{cost['mmengine']:.1f}", cost["torchyard"] / cost["mmengine"], "<= 0.125x",
+             cost["torchyard"] / cost["mmengine"] <= 0.125),
+        Line("cold start to the first step vs mmengine (s)", f"{start['torchyard']:.2f}",
+             f"{start['mmengine']:.2f}", start["torchyard"] / start["mmengine"], "<= 0.6x",
+             start["torchyard"] / start["mmengine"] <= 0.6),
+    ]
+
+
 def lines(data: dict[str, dict]) -> list[Line]:
     rows: list[Line] = []
     t = data.get("trainer_overhead")
@@ -114,6 +138,7 @@ def lines(data: dict[str, dict]) -> list[Line]:
             )
     else:
         rows.append(missing("trainer_overhead", data, "trainer throughput vs bare / mmengine", ">= 0.97x"))
+    rows += framework_lines(data)
     d = data.get("ddp_scaling")
     if d and "unavailable" not in d:
         rows.append(

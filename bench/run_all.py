@@ -30,6 +30,7 @@ CLUSTER = REPO / "tests/slurm/cluster.sh"
 # name -> (arguments for a full run, arguments for --quick)
 BENCHES = {
     "trainer_overhead": ([], ["--rounds", "2", "--iters", "200"]),
+    "framework_overhead": ([], ["--rounds", "1", "--iters", "300", "--starts", "1"]),
     "ddp_scaling": (["--rounds", "5"], ["--rounds", "1", "--iters", "100"]),
     "checkpoint_io": ([], ["--rounds", "3"]),
     "operator_latency": ([], ["--single", "10", "--burst", "50", "--no-kubeflow"]),
