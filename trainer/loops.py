@@ -52,7 +52,7 @@ class TrainLoop:
             data_start = time.perf_counter()
             for batch in loader:
                 runner.data_time = time.perf_counter() - data_start
-                batch = to_device(batch, runner.device)
+                batch = runner.prepare(batch, training=True)
                 with optim.sync_context(runner.model), optim.autocast():
                     losses = runner.model(batch, mode="loss")
                 optim.update(total_loss(losses))
@@ -115,7 +115,7 @@ def run_eval_loop(runner: Runner, loader: DataLoader, evaluator: Evaluator, mode
     was_training = model.training
     model.eval()
     for batch in loader:
-        batch = to_device(batch, runner.device)
+        batch = runner.prepare(batch, training=False)
         with runner.autocast():
             outputs = model(batch, mode="predict")
         evaluator.process(batch, outputs)

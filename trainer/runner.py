@@ -42,8 +42,9 @@ from torchyard.trainer.foreign_checkpoint import load_weights_of
 from torchyard.trainer.hooks import build_hooks
 from torchyard.trainer.hooks.logger import LoggerHook
 from torchyard.trainer.logger import format_metrics, setup_logger
-from torchyard.trainer.loops import LoopCounter, TrainingInterrupted, TrainLoop, run_eval_loop
+from torchyard.trainer.loops import LoopCounter, TrainingInterrupted, TrainLoop, run_eval_loop, to_device
 from torchyard.trainer.optim import build_optim_wrapper
+from torchyard.trainer.preprocess import build_data_preprocessor
 from torchyard.trainer.registry import MODELS, import_custom_modules, set_default_scope
 from torchyard.trainer.schedulers import build_param_schedulers
 from torchyard.trainer.seed import get_rng_state, seed_everything, set_rng_state
@@ -90,7 +91,8 @@ class Runner:
         self.deterministic = randomness.deterministic
         seed_everything(self.seed, self.env.rank if randomness.diff_rank_seed else 0, self.deterministic)
         apply_env_cfg(env_cfg, self.deterministic)
-        model = MODELS.build(cfg.model, where="model").to(self.device)
+        model_cfg, self.data_preprocessor = build_data_preprocessor(cfg)
+        model = MODELS.build(model_cfg, where="model").to(self.device)
         ddp_kwargs = runtime.ddp_kwargs(cfg)
         self.model = DistributedDataParallel(model, **ddp_kwargs) if self.env.distributed else model
         self.hooks = build_hooks({**DEFAULT_HOOKS, **cfg.get("default_hooks", {})}, cfg.get("custom_hooks"))
@@ -122,6 +124,11 @@ class Runner:
     def call_hook(self, name: str, **kwargs) -> None:
         for hook in self.hooks:
             getattr(hook, name)(self, **kwargs)
+
+    def prepare(self, batch: dict, training: bool) -> dict:
+        """The batch on the device, through the model's data_preprocessor if it has one."""
+        batch = to_device(batch, self.device)
+        return batch if self.data_preprocessor is None else self.data_preprocessor(batch, training)
 
     def autocast(self):
         if self.amp_dtype is None:

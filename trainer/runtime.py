@@ -27,8 +27,6 @@ LOG_PROCESSOR_KEYS = {"type", "window_size", "by_epoch", "num_digits", "custom_c
 REFUSED = {
     "compile": "torch.compile is not supported yet; remove compile",
     "strategy": "FlexibleRunner strategies (DeepSpeed, FSDP, ColossalAI) are not supported; remove strategy",
-    "data_preprocessor": "give the data_preprocessor inside model (model.data_preprocessor), "
-                         "where the model builds it",
     "cfg": "cfg is mmengine's Runner argument, not a config key; remove it",
 }
 # mmengine keys only used by something torchyard does not do: tolerated, with a warning saying so.

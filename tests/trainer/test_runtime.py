@@ -17,7 +17,7 @@ MMPRETRAIN_ENV = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork",
 
 def test_top_level_keys_torchyard_lacks_the_feature_for_are_refused_by_name() -> None:
     for key, value in [("compile", True),
-                       ("strategy", dict(type="DeepSpeedStrategy")), ("data_preprocessor", dict(type="X")),
+                       ("strategy", dict(type="DeepSpeedStrategy")),
                        ("cfg", dict(a=1))]:
         with pytest.raises(ConfigError, match=rf"^{key}: not supported: "):
             runtime.check_top_level({key: value})
