@@ -71,6 +71,8 @@ class ImgDataPreprocessor(BaseDataPreprocessor):
 def build_data_preprocessor(cfg: dict) -> tuple[dict, BaseDataPreprocessor | None]:
     """The model config without its ``data_preprocessor``, and that preprocessor built (or the top-level
     one's when the model names none)."""
+    if not isinstance(cfg.get("model"), dict):
+        return cfg.get("model"), None  # MODELS.build says what is wrong with it
     model_cfg = dict(cfg["model"])
     preprocessor = model_cfg.pop("data_preprocessor", None) or cfg.get("data_preprocessor")
     if not preprocessor:
