@@ -143,9 +143,10 @@ class EMAHook(Hook):
         if started:
             ema.update_parameters(runner.unwrapped_model)
         else:
+            trained = runner.unwrapped_model.state_dict()
             with torch.no_grad():
                 for name, value in ema.module.state_dict().items():
-                    value.copy_(runner.unwrapped_model.state_dict()[name])
+                    value.copy_(trained[name])
 
     def before_val(self, runner: Runner) -> None:
         self._swap(runner)

@@ -130,3 +130,23 @@ def test_resume_restores_the_trained_and_the_averaged_weights_exactly(tmp_path) 
         assert straight[key].keys() == resumed[key].keys()
         for name, value in straight[key].items():
             assert torch.equal(value, resumed[key][name]), (key, name)
+
+
+def test_before_begin_iter_the_average_is_a_copy_of_the_weights() -> None:
+    from types import SimpleNamespace
+
+    model = linear()
+    runner = SimpleNamespace(unwrapped_model=model, epoch=0, iter=0, max_epochs=1, max_iters=10)
+    hook = EMAHook(momentum=0.5, begin_iter=3)
+    hook.before_train(runner)
+    for step in (1, 2, 3):  # 1, 2: copies; 3: the average starts, its first update a copy
+        shifted(model, 1.0)
+        runner.iter = step
+        hook.after_train_iter(runner, {})
+        assert torch.equal(hook.ema.module.weight, model.weight)
+    before = hook.ema.module.weight.clone()
+    shifted(model, 2.0)
+    runner.iter = 4
+    hook.after_train_iter(runner, {})
+
+    torch.testing.assert_close(hook.ema.module.weight, before + 0.5 * (model.weight - before))
