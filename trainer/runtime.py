@@ -5,7 +5,7 @@ Each key is honoured with mmengine's meaning, refused by name with what to do in
 itself only uses it for something torchyard does not do, tolerated with a warning. Any other top-level name
 is a config variable (``data_root``, ``crop_size``, ``train_pipeline``...), as in mmengine.
 
-Pure standard library: ``--print-config`` and the operator check configs without torch.
+Pure standard library, like config.py: nothing here needs torch.
 """
 
 from __future__ import annotations

@@ -161,6 +161,8 @@ def test_deaths_during_validation_and_during_a_checkpoint_write_through_the_oper
     faulty.write_text(
         f"_base_ = [{str(REPO / 'configs/digits_mlp.py')!r}]\n"
         "custom_imports = dict(imports=['fault_hooks'])\n"
+        # 90 validation images per rank: 3 batches, so that the second is in the middle of the validation
+        "val_dataloader = dict(batch_size=32)\n"
         f"custom_hooks = [dict(type='KillInValidationOnce', at={2 * ITERS_PER_EPOCH}, rank=1, batches=2),\n"
         f"                dict(type='DieWhileSavingOnce', at={3 * ITERS_PER_EPOCH})]\n"
     )

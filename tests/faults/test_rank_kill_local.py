@@ -33,6 +33,8 @@ def _cfg(work_dir: Path, hooks: list | None = None) -> dict:
         train_cfg=dict(by_epoch=False, max_iters=MAX_ITERS, val_interval=VAL_EVERY),
         default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=CKPT_EVERY)),
         custom_hooks=hooks or [],
+        # 90 validation images per rank in 3 batches: a kill after the second is inside the validation
+        val_dataloader=dict(batch_size=32, dataset=dict(type="DigitsDataset", split="val")),
     )
 
 
