@@ -89,22 +89,22 @@ class KubeApi:
     async def request(
         self, method: str, path: str, body: Any = None, content_type: str = "application/json", **params: Any
     ) -> dict[str, Any]:
-        relogged = False
-        for delay in (*RETRY_DELAYS_S, None):
+        relogged, delays = False, iter(RETRY_DELAYS_S)
+        while True:
             credentials = self._credentials
             try:
                 return await self._send(method, path, body, content_type, params)
             except ApiError as err:
                 if err.status == 401 and self._login is not None and not relogged:
-                    relogged = True
+                    relogged = True  # a log-in does not use up a retry
                     await self._relogin(credentials)
                     continue
                 come_back = err.status == 429 or (err.status >= 500 and err.retry_after_s is not None)
-                if not come_back or delay is None:
+                delay = next(delays, None) if come_back else None
+                if delay is None:
                     raise
                 wait = delay if err.retry_after_s is None else err.retry_after_s
                 await asyncio.sleep(min(wait, MAX_RETRY_AFTER_S))
-        raise AssertionError("unreachable: the last attempt raises")
 
     async def _send(self, method: str, path: str, body: Any, content_type: str,
                     params: dict[str, Any]) -> dict[str, Any]:

@@ -15,20 +15,18 @@ from .runner_helpers import bench_module
 RECORDED = json.loads((Path(__file__).parent / "mmengine_paramwise.json").read_text())
 
 
-def recorder():
-    return bench_module("record_mmengine")
+RECORDER = bench_module("record_mmengine")
 
 
 @pytest.mark.parametrize("name", sorted(RECORDED["cases"]))
 def test_param_groups_match_what_mmengine_built(name: str) -> None:
-    bench = recorder()
     case = RECORDED["cases"][name]
     torch.manual_seed(0)
 
-    wrapper = build_optim_wrapper(case["optim_wrapper"], bench.PartsNet(), amp=False,
+    wrapper = build_optim_wrapper(case["optim_wrapper"], RECORDER.PartsNet(), amp=False,
                                   device=torch.device("cpu"))
 
-    assert bench.param_groups_of(wrapper.optimizer) == [
+    assert RECORDER.param_groups_of(wrapper.optimizer) == [
         [shape, pytest.approx(lr, rel=1e-12), pytest.approx(wd, rel=1e-12)]
         for shape, lr, wd in case["param_groups"]]
 
@@ -44,5 +42,5 @@ def test_param_groups_match_what_mmengine_built(name: str) -> None:
 ])
 def test_bad_paramwise_cfg_says_what_and_where(paramwise_cfg: dict, optimizer: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        build_optim_wrapper({"optimizer": optimizer, "paramwise_cfg": paramwise_cfg}, recorder().PartsNet(),
+        build_optim_wrapper({"optimizer": optimizer, "paramwise_cfg": paramwise_cfg}, RECORDER.PartsNet(),
                             amp=False, device=torch.device("cpu"))
