@@ -191,7 +191,7 @@ def _volume_mounts(job: Job, train_mount: dict | None) -> list[dict[str, Any]]:
     if train_mount:
         mounts.append(
             {
-                "name": TRAIN_VOLUME,
+                "name": _train_volume(job, train_mount),
                 "mountPath": train_mount["mountPath"],
                 "subPath": train_mount["subPath"],
                 "readOnly": True,
@@ -200,11 +200,18 @@ def _volume_mounts(job: Job, train_mount: dict | None) -> list[dict[str, Any]]:
     return mounts
 
 
+def _train_volume(job: Job, train_mount: dict) -> str:
+    """The volume that holds the TrainJob's work dir: the job's own when both are on one claim. A kubelet
+    mounts a claim once per pod, so a second, read-only volume of the same claim would make the job's own
+    work dir read-only too; the train work dir is then read-only by its mount alone."""
+    return WORK_VOLUME if train_mount["claimName"] == job.spec.work_dir.claim_name else TRAIN_VOLUME
+
+
 def _volumes(job: Job, train_mount: dict | None) -> list[dict[str, Any]]:
     claim = job.spec.work_dir.claim_name
     work = {"persistentVolumeClaim": {"claimName": claim}} if claim else {"emptyDir": {}}
     volumes = [{"name": WORK_VOLUME, **work}, {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}]
-    if train_mount:
+    if train_mount and _train_volume(job, train_mount) == TRAIN_VOLUME:
         volumes.append(
             {
                 "name": TRAIN_VOLUME,

@@ -2,7 +2,7 @@
 #SBATCH --job-name=digits-mlp-test
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
-#SBATCH --cpus-per-task=2
+#SBATCH --cpus-per-task=1
 #SBATCH --mem=2048M
 #SBATCH --time=00:20:00
 #SBATCH --partition=debug

@@ -67,13 +67,23 @@ def test_test_job_from_train_job(repo, golden, which):
     validate_manifests(manifests)
     golden(f"k8s-test-from-train-{which}.yaml", yaml.safe_dump_all(manifests, sort_keys=False))
     pod = manifests[1]
-    mounts = {m["name"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
-    assert mounts["train-work-dir"] == {
-        "name": "train-work-dir",
-        "mountPath": "/work_dir",
-        "subPath": "digits-mlp",
-        "readOnly": True,
-    }
+    mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    # one claim holds both work dirs: one volume, two mounts (a kubelet mounts a claim once per pod, so a
+    # second read-only volume of it made the test's own work dir read-only on a real node)
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["work-dir", "dshm"]
+    assert mounts["/work_dir"] == {"name": "work-dir", "mountPath": "/work_dir", "subPath": "digits-mlp",
+                                   "readOnly": True}  # fmt: skip
+    assert "readOnly" not in mounts["/test_work_dir"]
+
+
+def test_a_train_work_dir_on_another_claim_is_a_read_only_volume(repo):
+    train, test = _load(repo, "trainjob.yaml"), _load(repo, "testjob.yaml")
+    train.spec.work_dir.claim_name = "train-runs"
+    pod = render_k8s(test, train)[1]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["train-work-dir"]["persistentVolumeClaim"] == {"claimName": "train-runs", "readOnly": True}
+    mount = next(m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["mountPath"] == "/work_dir")
+    assert mount["name"] == "train-work-dir" and mount["readOnly"] is True
 
 
 def test_examples_render_and_validate(repo):
