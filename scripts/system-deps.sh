@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use, only those missing (a no-op once they are there).
-#   shellcheck: lints the rendered sbatch scripts
+#   the linter of the rendered sbatch scripts (package shellcheck)
+# --containers: also those of the kubelet node and the image builds (NODE=kubelet, make images): containerd,
+#   runc, the CNI plugins, iptables, buildah, and mmdebstrap for the base image made of Debian packages.
 # (Slurm's packages are installed by tests/slurm/cluster.sh, which keeps their init scripts from starting.)
 set -euo pipefail
 packages=(shellcheck)
+[[ ${1:-} == --containers ]] &&
+  packages+=(containerd runc containernetworking-plugins iptables buildah mmdebstrap)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

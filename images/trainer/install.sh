@@ -7,17 +7,20 @@
 # default: CPU wheels, no CUDA libraries) or https://download.pytorch.org/whl/cu126; empty: pip's own
 # configuration. torch is always pinned: a bare `torch` pulls gigabytes of CUDA wheels.
 set -eu
+# pip compiles .pyc files; with SOURCE_DATE_EPOCH set they are checked-hash ones (PEP 552), the same bytes
+# on every build, so the same inputs give the same image layer
+export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-0}"
 venv="$1"
 src="$2"
 constraints="$(dirname "$0")/../constraints.txt"
 pip_install() {
   "$venv/bin/pip" install --no-cache-dir --disable-pip-version-check --quiet --constraint "$constraints" "$@"
 }
-"${PYTHON:-python3}" -m venv "$venv"
+"${PYTHON:-python3}" -I -m venv "$venv"  # -I: a source tree in the working directory would shadow the standard library (operator/)
 if [ -n "${TORCH_INDEX_URL:-}" ]; then
   pip_install --index-url "$TORCH_INDEX_URL" "torch==2.13.0"
 else
   pip_install "torch==2.13.0"
 fi
-pip_install "$src[trainer]"
+pip_install "${src}[trainer]"
 "$venv/bin/torchyard-train" --help >/dev/null

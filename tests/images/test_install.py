@@ -20,10 +20,10 @@ pytestmark = pytest.mark.e2e
 
 
 def build_stage_sources(image: str) -> list[str]:
-    """What the image's build stage COPYs from the context, read from its Dockerfile."""
+    """What the Dockerfile COPYs from the context before its RUN of install.sh (the sources it installs)."""
     text = (REPO / "images" / image / "Dockerfile").read_text()
-    stage = text.split("\nFROM ")[1]  # the first stage, up to the runtime stage's FROM
-    return [src for line in re.findall(r"^COPY (.+) \S+$", stage, re.M) for src in line.split()]
+    before_install = text[: text.index(f"images/{image}/install.sh /opt/torchyard /src")]
+    return [src for line in re.findall(r"^COPY ([^-].*) \S+$", before_install, re.M) for src in line.split()]
 
 
 def build_context(image: str, tmp: Path) -> Path:
