@@ -74,13 +74,17 @@ lint: install
 
 # A real Kubernetes control plane on 127.0.0.1 (etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler), built once from the pinned k8s.io/kubernetes release into ~/.cache/torchyard (cold:
-# ~15 min, ~4 GB); the last line printed is `export KUBECONFIG=...`. Nodes: `torchyard dev-cluster`.
+# ~15 min, ~4 GB); the last line printed is `export KUBECONFIG=...`.
+# NODE=process (default): nodes come from `torchyard dev-cluster` (pods as local processes).
+# NODE=kubelet: also a real node, a kubelet on containerd with pod network, kube-proxy and cluster DNS, running
+# the images of `make images` (root; scripts/cluster/kubelet.sh says what it needs).
 CLUSTER_DIR ?= .cluster
+NODE ?= process
 cluster-build:
-	scripts/cluster/build.sh >/dev/null
+	scripts/cluster/build.sh $(if $(filter kubelet,$(NODE)),--node) >/dev/null
 
 cluster: cluster-build
-	@scripts/cluster/up.sh $(CLUSTER_DIR)
+	@NODE=$(NODE) scripts/cluster/up.sh $(CLUSTER_DIR)
 
 cluster-down:
 	scripts/cluster/down.sh $(CLUSTER_DIR)
@@ -99,7 +103,8 @@ chart-crds:
 chart-test: install tools cluster-build
 	$(BIN)/pytest tests/charts tests/images -m 'not e2e'
 
-# Operator and trainer images, with docker or buildah (says so and fails when neither can build).
+# Operator and trainer images, with docker or buildah (says so and fails when neither can build); without a
+# registry, from a base made of Debian packages (images/base/build.sh).
 images:
 	images/build.sh
 

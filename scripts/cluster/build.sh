@@ -3,6 +3,8 @@
 # and kube-scheduler from one pinned Kubernetes release, through the Go module proxy, into the user's cache.
 # A second call finds the binaries and returns at once. Cold: ~15 min and ~4 GB (module + build cache) on
 # 2 cores. `build.sh --check` only says whether they are built (exit 1 if not).
+# `build.sh --node` also builds what a real node needs (NODE=kubelet): kubelet and kube-proxy from the same
+# release, and CoreDNS (the cluster DNS) from the Go module proxy (a few minutes more).
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.36.3}
@@ -11,15 +13,26 @@ K8S_VERSION=${K8S_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.8}
 CACHE=${TORCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/torchyard}
 BIN=$CACHE/k8s-$K8S_VERSION/bin
+COREDNS_VERSION=${COREDNS_VERSION:-v1.14.7}
 COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler)
+NODE_COMPONENTS=(kubelet kube-proxy)
+node=false
+for arg in "$@"; do
+    case $arg in
+        --node) node=true COMPONENTS+=("${NODE_COMPONENTS[@]}") ;;
+        --check) ;;
+        *) echo "build.sh: unknown argument $arg (expected --node, --check)" >&2; exit 2 ;;
+    esac
+done
 
 have_all() {
     [[ -x $BIN/etcd ]] || return 1
+    [[ $node == false || -x $BIN/coredns ]] || return 1
     local c
     for c in "${COMPONENTS[@]}"; do [[ -x $BIN/$c ]] || return 1; done
 }
 if have_all; then echo "$BIN"; exit 0; fi
-if [[ ${1:-} == --check ]]; then echo "build.sh: not built yet in $BIN (run make cluster-build)" >&2; exit 1; fi
+if [[ " $* " == *" --check "* ]]; then echo "build.sh: not built yet in $BIN (run make cluster-build)" >&2; exit 1; fi
 command -v go >/dev/null || { echo "build.sh: go is required to build the control plane (Go 1.26+)" >&2; exit 1; }
 
 mkdir -p "$BIN"
@@ -53,6 +66,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
 cd "$work"
@@ -80,5 +95,15 @@ if [[ ! -x $BIN/etcd ]]; then
     GOFLAGS=-mod=mod go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2
     GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/etcd.tmp" go.etcd.io/etcd/server/v3
     mv "$BIN/etcd.tmp" "$BIN/etcd"
+fi
+if [[ $node == true && ! -x $BIN/coredns ]]; then
+    echo "build.sh: building coredns $COREDNS_VERSION" >&2
+    coredns_work=$CACHE/coredns-$COREDNS_VERSION
+    mkdir -p "$coredns_work"
+    cd "$coredns_work"
+    [[ -f go.mod ]] || go mod init torchyard.dev/coredns >/dev/null 2>&1
+    GOFLAGS=-mod=mod go get "github.com/coredns/coredns@$COREDNS_VERSION" >&2
+    GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/coredns.tmp" github.com/coredns/coredns
+    mv "$BIN/coredns.tmp" "$BIN/coredns"
 fi
 echo "$BIN"

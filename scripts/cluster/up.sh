@@ -3,17 +3,46 @@
 # kube-controller-manager, kube-scheduler), building it first when needed (scripts/cluster/build.sh).
 # RBAC and Node authorization, hardened admission (NodeRestriction, OwnerReferencesPermissionEnforcement,
 # PodSecurity at baseline, ValidatingAdmissionPolicy; PodNodeSelector and PodTolerationRestriction, which
-# the tests use to give each namespace a node of its own). Nodes come from
-# `torchyard dev-cluster` (pods as local processes). Idempotent: on a running cluster it only checks it.
+# the tests use to give each namespace a node of its own). Idempotent: on a running cluster it only checks it.
 # Its last line is `export KUBECONFIG=<dir>/admin.kubeconfig`.
 #   scripts/cluster/up.sh [DIR]      (default: $CLUSTER_DIR or .cluster; stop with scripts/cluster/down.sh)
+# NODE=process (default): no node here; `torchyard dev-cluster` adds one that runs pods as local processes.
+# NODE=kubelet: also a real node on this host, a kubelet on containerd with a pod network, kube-proxy and
+#   cluster DNS (scripts/cluster/kubelet.sh; root). The API server then listens on all addresses, as pods
+#   reach it through its `kubernetes` Service at the pod network's gateway.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 dir=$(mkdir -p "${1:-${CLUSTER_DIR:-.cluster}}" && cd "${1:-${CLUSTER_DIR:-.cluster}}" && pwd)
-bin=$("$here/build.sh")
 pki=$dir/pki
 mkdir -p "$pki" "$dir/logs" "$dir/run"
 say() { echo "cluster: $*" >&2; }
+NODE=${NODE:-process}
+NODE_NAME=kubelet BRIDGE=torchyard0 POD_CIDR=10.244.0.0/24 NODE_IP=10.244.0.1
+HOST_NODE_FILE=/run/torchyard-kubelet-node  # which cluster folder holds this host's kubelet node
+case $NODE in
+    process) ;;
+    kubelet)
+        [[ $(id -u) == 0 ]] || { say "NODE=kubelet needs root (a bridge, iptables rules, containerd)"; exit 1; }
+        for tool in containerd runc buildah iptables /usr/lib/cni/bridge; do
+            command -v "$tool" >/dev/null || {
+                say "NODE=kubelet needs $tool: apt-get install containerd runc buildah iptables containernetworking-plugins"
+                exit 1; }
+        done
+        # one kubelet node per host: the bridge, its addresses and kube-proxy's iptables chains are the host's
+        holder=$(cat "$HOST_NODE_FILE" 2>/dev/null || true)
+        if [[ -n $holder && $holder != "$dir" ]] && kill -0 "$(cat "$holder/run/kubelet.pid" 2>/dev/null)" 2>/dev/null; then
+            say "the kubelet node of the cluster in $holder runs on this host, and a host holds one" \
+                "(bridge $BRIDGE, $POD_CIDR, kube-proxy's iptables chains); stop it first: scripts/cluster/down.sh $holder"
+            exit 1
+        fi ;;
+    *) say "NODE=$NODE: expected process or kubelet"; exit 2 ;;
+esac
+if [[ $NODE == kubelet ]]; then
+    bin=$("$here/build.sh" --node)
+    PAUSE_IMAGE=$("$here/../../images/pause/build.sh")  # from the release's pause.c, which build.sh fetched
+else
+    bin=$("$here/build.sh")
+fi
 
 api_get() {  # path: succeeds when the API server answers 2xx to the admin
     [[ -f $dir/admin.kubeconfig && -f $dir/run/apiserver.port ]] || return 1
@@ -21,9 +50,12 @@ api_get() {  # path: succeeds when the API server answers 2xx to the admin
         "https://127.0.0.1:$(cat "$dir/run/apiserver.port")$1" >/dev/null 2>&1
 }
 ready() { api_get /readyz; }
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+[[ $NODE == kubelet ]] && components+=(containerd coredns kube-proxy kubelet)
 all_running() {
+    [[ $(cat "$dir/run/node" 2>/dev/null) == "$NODE" ]] || return 1
     local c
-    for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do
+    for c in "${components[@]}"; do
         [[ -f $dir/run/$c.pid ]] && kill -0 "$(cat "$dir/run/$c.pid")" 2>/dev/null || return 1
     done
 }
@@ -59,6 +91,7 @@ cert admin "/O=system:masters/CN=torchyard-admin"
 cert controller-manager "/CN=system:kube-controller-manager"
 cert scheduler "/CN=system:kube-scheduler"
 cert node-dev-cluster "/O=system:nodes/CN=system:node:dev-cluster"
+cert apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client"
 
 # A restart keeps the ports of the last start when they are free, so kubeconfigs and clients that were
 # talking to this cluster find it again (and etcd its peer URL).
@@ -142,6 +175,16 @@ rules:
 - level: None
 AP
 
+echo "$NODE" > "$dir/run/node"
+bind=127.0.0.1 endpoints=(--advertise-address 127.0.0.1 --endpoint-reconciler-type none)
+if [[ $NODE == kubelet ]]; then
+    # the pod network's gateway exists before the API server advertises it as the `kubernetes` endpoint
+    ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
+    ip addr replace "$NODE_IP/${POD_CIDR#*/}" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
+    bind=0.0.0.0 endpoints=(--advertise-address "$NODE_IP")
+fi
+
 say "starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler ($("$bin/kube-apiserver" --version))"
 start etcd --name default --data-dir "$dir/etcd" \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
@@ -150,7 +193,7 @@ start etcd --name default --data-dir "$dir/etcd" \
 etcd_healthy() { curl -fsS --max-time 2 "http://127.0.0.1:$etcd_port/health" -o /dev/null 2>/dev/null; }
 wait_for etcd 30 etcd_healthy
 
-start kube-apiserver --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+start kube-apiserver --bind-address "$bind" "${endpoints[@]}" --secure-port "$api_port" \
     --etcd-servers "http://127.0.0.1:$etcd_port" --cert-dir "$dir/run" \
     --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
     --client-ca-file "$pki/ca.crt" \
@@ -161,7 +204,9 @@ start kube-apiserver --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --se
     --admission-control-config-file "$dir/admission.yaml" \
     --audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/logs/audit.log" \
     --audit-log-maxsize 200 --audit-log-maxbackup 1 \
-    --endpoint-reconciler-type none --allow-privileged=false
+    --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
+    --kubelet-client-key "$pki/apiserver-kubelet-client.key" --kubelet-preferred-address-types InternalIP \
+    --allow-privileged=false
 wait_for kube-apiserver 90 ready
 
 common=(--bind-address 127.0.0.1 --leader-elect=false)
@@ -178,5 +223,7 @@ start kube-scheduler "${common[@]}" --secure-port "$sched_port" --kubeconfig "$d
 # without the controller manager no namespace gets its default ServiceAccount, and every pod is refused
 has_default_sa() { api_get /api/v1/namespaces/default/serviceaccounts/default; }
 wait_for kube-controller-manager 60 has_default_sa
+# shellcheck source=scripts/cluster/kubelet.sh
+[[ $NODE == kubelet ]] && source "$here/kubelet.sh"
 say "up: API server $server; logs in $dir/logs; stop with scripts/cluster/down.sh $dir"
 echo "export KUBECONFIG=$dir/admin.kubeconfig"
