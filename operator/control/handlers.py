@@ -62,7 +62,8 @@ async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: logg
             return kopf.login_via_client(logger=logger, settings=settings)
         state.api = KubeApi(fresh_login(), login=fresh_login)
     if state.config.metrics_port is not None:
-        runner = aiohttp.web.AppRunner(state.metrics.app())
+        # no access log: the kubelet's probes and Prometheus' scrapes would be most of the operator's log
+        runner = aiohttp.web.AppRunner(state.metrics.app(), access_log=None)
         await runner.setup()
         await aiohttp.web.TCPSite(runner, state.config.metrics_host, state.config.metrics_port).start()
         memo.metrics_runner = runner

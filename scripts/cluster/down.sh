@@ -40,23 +40,25 @@ if [[ $(cat "$dir/run/node" 2>/dev/null) == kubelet ]]; then
         kill -KILL "$shim" 2>/dev/null || true
     done
     stop coredns kube-proxy containerd
-    if bin=$("$(dirname "$0")/build.sh" --node --check 2>/dev/null); then
-        "$bin/kube-proxy" --cleanup >/dev/null 2>&1 || true
-    fi
-    # what the kubelet and the pods' CNI left: their iptables rules and chains (a chain still in use by
-    # another program, e.g. another CNI network's, cannot be deleted and stays), the pod IPs they held
-    for table in nat filter mangle; do
-        iptables-save -t "$table" | grep '^-A' | grep -E 'KUBE-|name: \\"torchyard\\"' | sed 's/^-A/-D/' |
-            while read -r rule; do eval "iptables -t $table $rule" 2>/dev/null || true; done || true
-        for chain in $(iptables-save -t "$table" | sed -n 's/^:\(KUBE-[^ ]*\|CNI-[0-9a-f]*\) .*/\1/p'); do
-            { iptables -t "$table" -F "$chain" && iptables -t "$table" -X "$chain"; } 2>/dev/null || true
-        done
-    done
     rm -rf "$dir/kubelet/ipam"
     findmnt -rn -o TARGET | grep "^$dir/kubelet/" | sort -r | xargs -r -n 1 umount -l 2>/dev/null || true
-    ip link del torchyard0 2>/dev/null || true
-    # up.sh's record of the folder whose node holds this host
-    if [[ $(cat /run/torchyard-kubelet-node 2>/dev/null) == "$dir" ]]; then rm -f /run/torchyard-kubelet-node; fi
+    # The host's share (kube-proxy's and the CNI's iptables rules, the bridge) only if this folder's node
+    # holds the host (up.sh records which): another folder's node may run on this host now.
+    if [[ $(cat /run/torchyard-kubelet-node 2>/dev/null) == "$dir" ]]; then
+        if bin=$("$(dirname "$0")/build.sh" --node --check 2>/dev/null); then
+            "$bin/kube-proxy" --cleanup >/dev/null 2>&1 || true
+        fi
+        # a chain still in use by another program, e.g. another CNI network's, cannot be deleted and stays
+        for table in nat filter mangle; do
+            iptables-save -t "$table" | grep '^-A' | grep -E 'KUBE-|name: \\"torchyard\\"' | sed 's/^-A/-D/' |
+                while read -r rule; do eval "iptables -t $table $rule" 2>/dev/null || true; done || true
+            for chain in $(iptables-save -t "$table" | sed -n 's/^:\(KUBE-[^ ]*\|CNI-[0-9a-f]*\) .*/\1/p'); do
+                { iptables -t "$table" -F "$chain" && iptables -t "$table" -X "$chain"; } 2>/dev/null || true
+            done
+        done
+        ip link del torchyard0 2>/dev/null || true
+        rm -f /run/torchyard-kubelet-node
+    fi
 fi
 stop kube-scheduler kube-controller-manager kube-apiserver etcd
 echo "cluster: stopped ($dir)"
