@@ -24,9 +24,6 @@ DEFAULT_PATH = "/dev/termination-log"
 PATH_VARIABLE = "TORCHYARD_TERMINATION_LOG"
 MAX_BYTES = 4096
 _HEADER = ("status", "exitCode", "reason", "message", "retryable")
-# What `encode` writes for a failure a restart cannot fix, both present: a shell script greps for them
-# without a parser (a success says retryable false too, and a failed peer after it is worth a retry).
-FINAL_FAILURE_MARKS = (json.dumps({"retryable": False})[1:-1], json.dumps({"status": "failed"})[1:-1])
 
 
 def make_summary(

@@ -39,6 +39,7 @@ POD_FAILED = "PodFailed"
 POD_LOST = "PodLost"
 BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 NON_RETRYABLE_ERROR = "NonRetryableError"
+NOT_RESTARTED_BY_POLICY = "RestartPolicy"  # spec.restartPolicy ExitCode or Never keeps a failure final
 
 # Reasons of the Slurm backend (a Slurm job state in torchyard's words).
 SUBMITTED = "Submitted"  # sbatch accepted the job

@@ -387,6 +387,12 @@ class JobSpec(Model):
     backoff_limit: int = Field(
         3, ge=0, description="Whole-job restarts after a failure, each resuming from the last checkpoint."
     )
+    restart_policy: Literal["OnFailure", "ExitCode", "Never"] = Field(
+        "OnFailure",
+        description="Which failures restart the job (contract/restarts.py): OnFailure, all but those the "
+        "trainer says a restart cannot fix (a bad config); ExitCode, Kubeflow's rule on the trainer's exit "
+        "code (1-127 fail the job, 128-255 restart it, as does a lost or evicted pod); Never, none.",
+    )
     active_deadline_seconds: int | None = Field(
         None, ge=1, description="Fail the job after this many seconds."
     )

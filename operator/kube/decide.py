@@ -3,8 +3,9 @@
 One attempt is one gang: the Service and a pod per node, each pod labelled with the attempt number (the
 job's `restarts`). Any pod of the attempt failing ends the attempt: all its pods are deleted and, once they
 are gone, the next attempt's pods are created (they resume from the work dir's last checkpoint). A failure
-a restart cannot fix (the trainer says `retryable: false`), an exhausted backoffLimit or the deadline fail
-the job at once. Finished jobs keep their exited pods (their logs) until ttlSecondsAfterFinished.
+that spec.restartPolicy does not restart (contract/restarts.py; by default one the trainer says a restart
+cannot fix), an exhausted backoffLimit or the deadline fail the job at once. Finished jobs keep their
+exited pods (their logs) until ttlSecondsAfterFinished.
 
     decision = decide(job, status, pods, now)
     # apply: create decision.create, delete decision.delete (pod names), the job if decision.delete_job,
@@ -17,6 +18,7 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
+from torchyard.contract.restarts import EXIT_CODE, ON_FAILURE, verdict
 from torchyard.operator.api import conditions as st
 from torchyard.operator.api.spec import Job, Phase, TestJob, TrainJob
 from torchyard.operator.control.decide import (
@@ -171,17 +173,21 @@ def _attempt_failed(
     spec = job.spec
     reported = [p for p in failed if p.termination is not None and p.termination.status is not None]
     first = (reported or failed or [None])[0]
-    if first is not None and not first.retryable():
-        b.fail(st.NON_RETRYABLE_ERROR, f"{first.describe()}; a restart cannot fix this", current)
-        return
-    if not reported and any(p.active for p in current):
-        # Only a node without a report failed so far: give rank 0 a moment to say whether a retry helps.
+    code = (first.termination, first.exit_code) if first is not None else (None, None)  # a lost pod: none
+    restart, why = verdict(spec.restart_policy, *code)
+    what = first.describe() if first is not None else f"the pod of node {lost[0]} disappeared"
+    if not reported and any(p.active for p in current) and (restart or spec.restart_policy == EXIT_CODE):
+        # Only a node without a report failed so far: give rank 0 a moment to say whether a retry helps
+        # (and, under ExitCode, with which exit code the trainer ended).
         finished = [t for t in (parse_time(p.finished_at) for p in failed) if t is not None]
         waited = (b.now - min(finished)).total_seconds() if finished else report_grace
         if waited < report_grace:
             b.requeue(report_grace - waited)
             return
-    what = first.describe() if first is not None else f"the pod of node {lost[0]} disappeared"
+    if not restart:
+        final = st.NON_RETRYABLE_ERROR if spec.restart_policy == ON_FAILURE else st.NOT_RESTARTED_BY_POLICY
+        b.fail(final, f"{what}; {why}", current)
+        return
     reason = st.POD_FAILED if first is not None else st.POD_LOST
     restarts = b.status["restarts"]
     if restarts >= spec.backoff_limit:

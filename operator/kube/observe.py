@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from torchyard.contract.termination import Termination, retryable
+from torchyard.contract.termination import Termination
 from torchyard.operator.kube.render import LABEL_ATTEMPT, LABEL_JOB, LABEL_KIND, LABEL_RANK
 
 EXPECTATION_SECONDS = 30.0  # forget an expected create/delete the watch never showed after this long
@@ -43,10 +43,6 @@ class PodState:
     @property
     def active(self) -> bool:
         return self.phase in ("Pending", "Running", "Unknown")
-
-    def retryable(self) -> bool:
-        """Whether a restart may help (the contract's rule)."""
-        return retryable(self.termination, self.exit_code)
 
     def describe(self) -> str:
         """e.g. `node 1 (pod x-node-1) exited with code 137`."""

@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchyard.contract.termination import PATH_VARIABLE, Termination, retryable
+from torchyard.contract.restarts import verdict
+from torchyard.contract.termination import PATH_VARIABLE, Termination
 from torchyard.operator.api.spec import Job, TrainJob
 from torchyard.operator.launch.agent_output import AgentNoise
 from torchyard.operator.launch.command import (
@@ -80,9 +81,9 @@ def free_port() -> int:
 def run_job(job: Job, train_job: TrainJob | None = None, poll_seconds: float = 0.2) -> int:
     """Run every node of `job` here; 0 once it succeeds, else the exit code of its last failure.
 
-    A failure a restart may fix (anything but an error rank 0 reports as not retryable, such as a bad
-    config) restarts the whole gang, up to backoffLimit times, as the operator restarts pods; a TrainJob
-    resumes from the last checkpoint (resume: auto)."""
+    A failure that spec.restartPolicy restarts (by default anything but an error rank 0 reports as not
+    retryable, such as a bad config) restarts the whole gang, up to backoffLimit times, as the operator
+    restarts pods; a TrainJob resumes from the last checkpoint (resume: auto)."""
     work_dir = Path(work_dir_path(job))
     work_dir.mkdir(parents=True, exist_ok=True)
     termination_log = work_dir / ".torchyard-run-termination.json"
@@ -92,8 +93,9 @@ def run_job(job: Job, train_job: TrainJob | None = None, poll_seconds: float = 0
         code = _trainer_exit_code(termination_log, _run_gang(job, train_job, termination_log, poll_seconds))
         if code in (0, 128 + signal.SIGINT):
             return code
-        if not _retryable(termination_log, code):
-            _say("the job failed with an error a restart cannot fix (see above); not restarting")
+        restart, why = verdict(job.spec.restart_policy, _termination(termination_log), code)
+        if not restart:
+            _say(f"the job failed (exit {code}): {why} (see above); not restarting")
             return code
         if restarts == limit:
             _say(f"the job failed (exit {code}); no restarts left ({restarts} of backoffLimit={limit} used)")
@@ -146,22 +148,18 @@ def _trainer_exit_code(termination_log: Path, node_code: int) -> int:
     """torchrun exits 1 whatever its worker's code; rank 0's message keeps the trainer's own (3: config)."""
     if node_code in (0, 128 + signal.SIGINT):
         return node_code
-    try:
-        termination = Termination.parse(termination_log.read_text())
-    except OSError:
-        return node_code
+    termination = _termination(termination_log)
     if termination is None or termination.status != "failed" or not termination.exit_code:
         return node_code
     return termination.exit_code
 
 
-def _retryable(termination_log: Path, exit_code: int) -> bool:
-    """No message (rank 0 was killed) or an unreadable one: judged by the exit code alone."""
+def _termination(termination_log: Path) -> Termination | None:
+    """Rank 0's message; none when rank 0 was killed before writing it, or it cannot be read."""
     try:
-        text = termination_log.read_text()
+        return Termination.parse(termination_log.read_text())
     except OSError:
-        text = None
-    return retryable(Termination.parse(text), exit_code)
+        return None
 
 
 def _say(message: str) -> None:

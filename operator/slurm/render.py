@@ -21,7 +21,8 @@ import math
 import shlex
 
 from torchyard.contract.ports import slurm_port_shell
-from torchyard.contract.termination import FINAL_FAILURE_MARKS, PATH_VARIABLE
+from torchyard.contract.restarts import EXIT_CODE, NEVER, ON_FAILURE, restartable_function
+from torchyard.contract.termination import PATH_VARIABLE
 from torchyard.operator.api.quantity import parse_quantity
 from torchyard.operator.api.spec import Job, TrainJob
 from torchyard.operator.launch.command import (
@@ -33,6 +34,13 @@ from torchyard.operator.launch.command import (
 _WORK_DIR = "@torchyard-work-dir@"  # stands for "$work_dir" in argv until _word renders it
 _NODE_ADDR_SED = r"sed -n 's/.*[[:space:]]NodeAddr=\([^[:space:]]*\).*/\1/p'"  # from `scontrol show node -o`
 _RUN_NODE = 'exec torchrun --node-rank="$SLURM_NODEID" "$@"'  # constant: user data arrives as "$@"
+
+# What the script says when restartPolicy keeps a failure final (contract/restarts.py has the rule).
+NO_REQUEUE_WHY = {
+    ON_FAILURE: "the trainer failed with an error a restart cannot fix",
+    EXIT_CODE: "the exit code is permanent under restartPolicy ExitCode (1-127 fail the job)",
+    NEVER: "restartPolicy Never does not restart a failure (exit $status)",
+}
 
 
 def sbatch_options(job: Job) -> list[str]:
@@ -72,9 +80,6 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
     train_job = check_train_job(job, train_job)
     program = node_program(job, _WORK_DIR, train_job and work_dir_path(train_job))
     derived = f"${{MASTER_PORT:-{slurm_port_shell()}}}"
-    final_failure = " && ".join(
-        f'grep -qF {shlex.quote(mark)} "${PATH_VARIABLE}" 2>/dev/null' for mark in FINAL_FAILURE_MARKS
-    )
     port = str(spec.master_port) if spec.master_port else f'"{derived}"'
     lines = ["#!/bin/bash", *(f"#SBATCH {option}" for option in sbatch_options(job))]
     lines += [
@@ -146,9 +151,9 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
         "done",
         "",
         "# Requeue (only this script does; each run resumes from the last checkpoint): after a stop at a",
-        "# checkpoint up to slurm.maxRequeues times, after a crash up to backoffLimit times, never after an",
-        "# error the trainer says a restart cannot fix (a bad config). Each requeue is one line of the",
-        "# restarts file, so the two limits are counted apart across the requeues of this job id.",
+        "# checkpoint up to slurm.maxRequeues times, after a failure that restartPolicy restarts up to",
+        f"# backoffLimit times (restartPolicy {spec.restart_policy}: contract/restarts.py). Each requeue is",
+        "# one line of the restarts file, so the two limits are counted apart across this job's requeues.",
         f"max_requeues={spec.slurm.max_requeues}",
         f"backoff_limit={spec.backoff_limit}",
         'restarts_file="$work_dir/.torchyard-$SLURM_JOB_ID-restarts"',
@@ -164,11 +169,12 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
         '  scontrol requeue "$SLURM_JOB_ID" && exit 0',
         '  echo "torchyard: scontrol requeue failed" >&2',
         "}",
+        restartable_function(spec.restart_policy),
         'if [ "$status" -ne 0 ]; then',
         '  if [ "$stop_requested" = 1 ]; then',
         '    requeue stop "$max_requeues" "stopped at a checkpoint (slurm.maxRequeues)"',
-        f"  elif {final_failure}; then",
-        '    echo "torchyard: the trainer failed with an error a restart cannot fix: no requeue" >&2',
+        f'  elif ! restartable "${PATH_VARIABLE}" "$status"; then',
+        f'    echo "torchyard: {NO_REQUEUE_WHY[spec.restart_policy]}: no requeue" >&2',
         "  else",
         '    requeue failure "$backoff_limit" "a trainer failed (exit $status) (backoffLimit)"',
         "  fi",

@@ -7,7 +7,6 @@ import json
 
 from torchyard.contract import exitcodes
 from torchyard.contract.termination import (
-    FINAL_FAILURE_MARKS,
     MAX_BYTES,
     Termination,
     encode,
@@ -16,9 +15,8 @@ from torchyard.contract.termination import (
 )
 
 
-def test_a_config_error_reads_back_as_not_retryable_and_the_script_mark_finds_it():
+def test_a_config_error_reads_back_as_not_retryable():
     text = encode(make_summary("failed", exitcodes.CONFIG_ERROR, "ConfigError", "bad lr", retryable=False))
-    assert all(mark in text for mark in FINAL_FAILURE_MARKS)
     message = Termination.parse(text)
     assert (message.status, message.exit_code, message.reason) == ("failed", 3, "ConfigError")
     assert not retryable(message, exitcodes.FAILURE)
@@ -28,9 +26,8 @@ def test_details_travel_beside_the_header():
     done = make_summary("succeeded", 0, "Completed", "", False, epoch=5, lastCheckpoint="/w/epoch_5.pth")
     text = encode(done)
     assert Termination.parse(text).details == {"epoch": 5, "lastCheckpoint": "/w/epoch_5.pth"}
-    # rank 0 succeeded, so a peer that failed after it is worth a retry, for the script as for the operator
+    # rank 0 succeeded, so a peer that failed after it is worth a retry (the script's bash: test_restarts)
     assert retryable(Termination.parse(text), exitcodes.FAILURE)
-    assert not all(mark in text for mark in FINAL_FAILURE_MARKS)
 
 
 def test_without_a_message_only_usage_and_config_exit_codes_are_final():

@@ -108,9 +108,10 @@ def module_text() -> str:
 REPO = Path(__file__).resolve().parents[2]
 
 
-def job_folder(folder: Path, cfg_options: list[str], kill_at: int | None = None) -> Path:
-    """`folder`/job.yaml: the examples' TrainJob (2 nodes x 1 process, digits_mlp) with `cfg_options`;
-    with `kill_at`, rank 1 is SIGKILLed once after that iteration (KillOnceAt). Returns the job file."""
+def job_folder(folder: Path, cfg_options: list[str], kill_at: int | None = None, **spec: object) -> Path:
+    """`folder`/job.yaml: the examples' TrainJob (2 nodes x 1 process, digits_mlp) with `cfg_options` and
+    the other `spec` fields given; with `kill_at`, rank 1 is SIGKILLed once after that iteration
+    (KillOnceAt). Returns the job file."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "configs").symlink_to(REPO / "configs")
     config = "configs/digits_mlp.py"
@@ -123,6 +124,6 @@ def job_folder(folder: Path, cfg_options: list[str], kill_at: int | None = None)
         )
         config = "faulty.py"
     job = yaml.safe_load((REPO / "examples/trainjob.yaml").read_text())
-    job["spec"].update(config=config, cfgOptions=cfg_options)
+    job["spec"].update(config=config, cfgOptions=cfg_options, **spec)
     (folder / "job.yaml").write_text(yaml.safe_dump(job))
     return folder / "job.yaml"

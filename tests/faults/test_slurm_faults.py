@@ -70,3 +70,13 @@ def test_a_config_error_is_not_requeued(slurm_cluster, tmp_path):
     err = (tmp_path / f"work_dirs/digits-mlp/slurm-{job_id}.err").read_text()
     assert "NoSuchModel" in err and "a restart cannot fix: no requeue" in err, err
     assert "requeueing" not in err, err
+
+
+def test_restart_policy_never_is_not_requeued_after_a_crash(slurm_cluster, tmp_path):
+    job_folder(tmp_path, OPTIONS, kill_at=KILL_AT, restartPolicy="Never")
+    ran = _torchyard("slurm", "submit", "job.yaml", "--wait", cwd=tmp_path)
+    assert ran.returncode != 0, ran.stdout + ran.stderr
+    job_id = ran.stdout.split()[0]
+    err = (tmp_path / f"work_dirs/digits-mlp/slurm-{job_id}.err").read_text()
+    assert "restartPolicy Never does not restart a failure (exit 1): no requeue" in err, err
+    assert "requeueing" not in err, err

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import copy
+from typing import get_args
 
 import pytest
 import yaml
 
-from torchyard.operator.api.spec import MAX_DNS_LABEL, TestJob, TrainJob, load_job, slurm_time_seconds
+from torchyard.contract.restarts import POLICIES
+from torchyard.operator.api.spec import (
+    MAX_DNS_LABEL,
+    JobSpec,
+    TestJob,
+    TrainJob,
+    load_job,
+    slurm_time_seconds,
+)
 from torchyard.operator.errors import SpecError
 
 from .corpus import CORPUS, walk
@@ -24,6 +33,10 @@ def test_defaults(train_job):
     spec = train_job().spec
     assert (spec.nproc_per_node, spec.backoff_limit, spec.resume, spec.master_port) == (1, 3, "auto", None)
     assert spec.work_dir.mount_path == "/work_dir" and not spec.suspend
+
+
+def test_restart_policy_offers_exactly_the_contracts_policies():
+    assert get_args(JobSpec.model_fields["restart_policy"].annotation) == POLICIES
 
 
 @pytest.mark.parametrize(("procs", "gpus", "expected"), [(None, 0, 1), (None, 4, 4), (2, 4, 2), (3, 0, 3)])

@@ -72,9 +72,9 @@ while true; do
 done
 
 # Requeue (only this script does; each run resumes from the last checkpoint): after a stop at a
-# checkpoint up to slurm.maxRequeues times, after a crash up to backoffLimit times, never after an
-# error the trainer says a restart cannot fix (a bad config). Each requeue is one line of the
-# restarts file, so the two limits are counted apart across the requeues of this job id.
+# checkpoint up to slurm.maxRequeues times, after a failure that restartPolicy restarts up to
+# backoffLimit times (restartPolicy OnFailure: contract/restarts.py). Each requeue is
+# one line of the restarts file, so the two limits are counted apart across this job's requeues.
 max_requeues=3
 backoff_limit=3
 restarts_file="$work_dir/.torchyard-$SLURM_JOB_ID-restarts"
@@ -90,10 +90,11 @@ requeue() {
   scontrol requeue "$SLURM_JOB_ID" && exit 0
   echo "torchyard: scontrol requeue failed" >&2
 }
+restartable() { if grep -qF '"retryable":' "$1" 2>/dev/null; then grep -qF '"retryable": true' "$1" 2>/dev/null || grep -qF '"status": "succeeded"' "$1" 2>/dev/null; else case "$2" in 2|3) false ;; *) true ;; esac; fi; }
 if [ "$status" -ne 0 ]; then
   if [ "$stop_requested" = 1 ]; then
     requeue stop "$max_requeues" "stopped at a checkpoint (slurm.maxRequeues)"
-  elif grep -qF '"retryable": false' "$TORCHYARD_TERMINATION_LOG" 2>/dev/null && grep -qF '"status": "failed"' "$TORCHYARD_TERMINATION_LOG" 2>/dev/null; then
+  elif ! restartable "$TORCHYARD_TERMINATION_LOG" "$status"; then
     echo "torchyard: the trainer failed with an error a restart cannot fix: no requeue" >&2
   else
     requeue failure "$backoff_limit" "a trainer failed (exit $status) (backoffLimit)"

@@ -93,6 +93,31 @@ async def test_non_retryable_exit_fails_at_once_with_the_message():
         assert "ConfigError: unknown key model.typo" in cond(status, "Failed")["message"]
 
 
+async def test_restart_policy_exit_code_restarts_a_killed_node_and_fails_on_the_trainers_exit_1():
+    crash = termination("failed", 1, reason="RuntimeError", message="NaN loss", retryable=True)
+    async with running_cluster() as cluster, running_operator(cluster):
+        await cluster.create(train_job(restartPolicy="ExitCode"))
+        await cluster.running_pods(NODES)
+        await cluster.kubelet.finish(NODES[1], 137)  # killed by a signal: retryable under ExitCode
+        await cluster.running_pods(NODES, attempt=1)
+        await cluster.kubelet.finish(NODES[0], 1, crash)  # the program failed: permanent
+        status = await cluster.wait_phase("TrainJob", "digits-mlp", "Failed")
+        failed = cond(status, "Failed")
+        assert status["restarts"] == 1 and failed["reason"] == "RestartPolicy", status
+        assert "exit code 1 is permanent under restartPolicy ExitCode" in failed["message"]
+
+
+async def test_restart_policy_never_fails_the_job_at_its_first_failure():
+    async with running_cluster() as cluster, running_operator(cluster):
+        await cluster.create(train_job(restartPolicy="Never"))
+        await cluster.running_pods(NODES)
+        await cluster.kubelet.finish(NODES[1], 137)
+        status = await cluster.wait_phase("TrainJob", "digits-mlp", "Failed")
+        assert status["restarts"] == 0 and cond(status, "Failed")["reason"] == "RestartPolicy", status
+        refused = await cluster.create_or_refusal(train_job("always", restartPolicy="Always"))
+        assert refused is not None and refused.status == 422 and "spec.restartPolicy" in refused.message
+
+
 async def test_suspend_and_resume():
     async with running_cluster() as cluster, running_operator(cluster):
         await cluster.create(train_job())

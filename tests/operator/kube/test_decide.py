@@ -219,6 +219,40 @@ def test_silent_failure_waits_briefly_for_rank_zero(train_job):
     assert d.status["restarts"] == 1
 
 
+CRASH = {"status": "failed", "exitCode": 1, "reason": "RuntimeError", "message": "boom", "retryable": True}
+
+
+def test_restart_policy_exit_code_fails_on_the_trainers_1_to_127_and_restarts_a_killed_node(train_job):
+    job = train_job(restartPolicy="ExitCode")
+    d = decide(job, {"phase": "Running"}, [failed(0, 1, CRASH), pod(1)], NOW)
+    assert d.status["phase"] == "Failed" and d.status["restarts"] == 0
+    failure = cond(d.status, st.FAILED)
+    assert failure["reason"] == st.NOT_RESTARTED_BY_POLICY
+    assert "exit code 1 is permanent under restartPolicy ExitCode" in failure["message"]
+    # a node killed without a word from rank 0: its 137 restarts the gang, after rank 0's grace
+    d = decide(job, {"phase": "Running"}, [pod(0), failed(1, 137, ago=2)], NOW, report_grace=10)
+    assert d.status.get("restarts", 0) == 0 and d.requeue == pytest.approx(8)
+    d = decide(job, {"phase": "Running"}, [pod(0), failed(1, 137, ago=11)], NOW, report_grace=10)
+    assert d.status["restarts"] == 1 and d.status["phase"] == "Restarting"
+    # and a pod that vanished left no exit code at all: restarted too
+    assert decide(job, {"phase": "Running"}, [pod(0)], NOW).status["restarts"] == 1
+
+
+def test_restart_policy_never_fails_at_the_first_failure_or_loss(train_job):
+    job = train_job(restartPolicy="Never")
+    for pods in ([pod(0), failed(1, 137, ago=2)], [pod(0)]):
+        d = decide(job, {"phase": "Running"}, pods, NOW, report_grace=10)
+        assert d.status["phase"] == "Failed" and d.status["restarts"] == 0
+        assert cond(d.status, st.FAILED)["reason"] == st.NOT_RESTARTED_BY_POLICY
+        assert "restartPolicy Never" in cond(d.status, st.FAILED)["message"]
+
+
+def test_restart_policy_on_failure_is_the_default_and_restarts_a_crash(train_job):
+    assert train_job().spec.restart_policy == "OnFailure"
+    d = decide(train_job(), {"phase": "Running"}, [failed(0, 1, CRASH), pod(1)], NOW)
+    assert d.status["restarts"] == 1
+
+
 def test_vanished_pod_of_a_running_attempt_restarts_the_gang(train_job):
     d = decide(train_job(), {"phase": "Running"}, [pod(0)], NOW)
     assert d.status["restarts"] == 1 and cond(d.status, st.RESTARTING)["reason"] == st.POD_LOST

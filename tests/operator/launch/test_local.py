@@ -35,7 +35,7 @@ def test_local_commands(train_job):
             assert node.env[f"{prefix}MASTER_ADDR"] == LOCALHOST
 
 
-def _write_job(tmp_path: Path, exit_code: int = 0) -> Path:
+def _write_job(tmp_path: Path, **spec: object) -> Path:
     job = {
         "apiVersion": "torchyard.dev/v1alpha1",
         "kind": "TrainJob",
@@ -46,6 +46,7 @@ def _write_job(tmp_path: Path, exit_code: int = 0) -> Path:
             "procsPerNode": 2,
             "command": [str(STAND_IN), "--flag", "a b"],
             "workDir": {"path": "runs/stand-in"},
+            **spec,
         },
     }
     path = tmp_path / "job.yaml"
@@ -53,11 +54,11 @@ def _write_job(tmp_path: Path, exit_code: int = 0) -> Path:
     return path
 
 
-def _run(tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+def _run(tmp_path: Path, env: dict | None = None, **spec: object) -> subprocess.CompletedProcess:
     import os
 
     return subprocess.run(
-        [sys.executable, "-m", "torchyard.operator.cli.main", "run", str(_write_job(tmp_path))],
+        [sys.executable, "-m", "torchyard.operator.cli.main", "run", str(_write_job(tmp_path, **spec))],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -93,6 +94,17 @@ def test_a_failure_restarts_the_whole_job_up_to_the_backoff_limit(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize(("policy", "why"), [
+    ("Never", "restartPolicy Never: no restart after a failure"),
+    ("ExitCode", "exit code 1 is permanent under restartPolicy ExitCode"),  # torchrun's 1
+])  # fmt: skip
+def test_restart_policy_keeps_a_failure_final(tmp_path, policy, why):
+    result = _run(tmp_path, {"STAND_IN_EXIT": "5"}, restartPolicy=policy)
+    assert result.returncode != 0, result.stdout
+    assert why in result.stderr and "restarting the whole job" not in result.stderr, result.stderr
+
+
+@pytest.mark.e2e
 def test_a_failure_rank_0_calls_final_is_not_restarted(tmp_path):
     result = _run(tmp_path, {"STAND_IN_NOT_RETRYABLE": "1"})
     assert result.returncode != 0, result.stdout
@@ -116,5 +128,5 @@ def test_a_config_error_is_one_line_between_run_s_own_and_exits_3(tmp_path):
         "torchyard run: TrainJob bad-config, 1 node(s) x 2 process(es), master "
         + re.search(r"master (\S+)", result.stderr).group(1),
         "error: model.channels: expected int, got 'abc' (str)",
-        "torchyard run: the job failed with an error a restart cannot fix (see above); not restarting",
+        "torchyard run: the job failed (exit 3): a restart cannot fix this (see above); not restarting",
     ]
