@@ -37,6 +37,7 @@ ALL_NODES_RUNNING = "AllNodesRunning"
 NODES_STARTING = "NodesStarting"
 POD_FAILED = "PodFailed"
 POD_LOST = "PodLost"
+POD_DISRUPTED = "PodDisrupted"  # evicted or preempted: restarted without spending backoffLimit
 BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 NON_RETRYABLE_ERROR = "NonRetryableError"
 NOT_RESTARTED_BY_POLICY = "RestartPolicy"  # spec.restartPolicy ExitCode or Never keeps a failure final

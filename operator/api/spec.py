@@ -387,6 +387,13 @@ class JobSpec(Model):
     backoff_limit: int = Field(
         3, ge=0, description="Whole-job restarts after a failure, each resuming from the last checkpoint."
     )
+    disruption_limit: int = Field(
+        10,
+        ge=0,
+        description="Kubernetes: restarts after a pod was evicted or preempted (its DisruptionTarget "
+        "condition, or a kubelet's eviction), which spend none of backoffLimit and follow no "
+        "restartPolicy: the job did not fail. 0: such a loss counts as a failure.",
+    )
     restart_policy: Literal["OnFailure", "ExitCode", "Never"] = Field(
         "OnFailure",
         description="Which failures restart the job (contract/restarts.py): OnFailure, all but those the "
@@ -565,6 +572,9 @@ class JobStatus(Model):
     )
     conditions: list[Condition] = Field(default_factory=list, description="Kubernetes-style conditions.")
     restarts: int = Field(0, ge=0, description="Whole-job restarts so far.")
+    disruptions: int = Field(
+        0, ge=0, description="Of the restarts, those after an eviction or preemption (not backoffLimit's)."
+    )
     start_time: str | None = Field(None, description="RFC 3339 time the first pod started.")
     completion_time: str | None = Field(None, description="RFC 3339 time the job finished.")
     active: int = Field(0, ge=0, description="Pods running now.")

@@ -93,7 +93,7 @@ def decide(
         return b.d
 
     current = {p.rank: p for p in pods if p.attempt == attempt and not p.deleting}
-    stale = [p for p in pods if p.attempt != attempt or p.deleting]
+    stale = [p for p in pods if (p.attempt != attempt or p.deleting) and not p.gone]
     _count(b, list(current.values()))
     _record(b, job, current.get(0))
 
@@ -104,7 +104,10 @@ def decide(
     creating = created == st.CREATING_PODS and bool(current)
     lost = [] if refused or creating else _lost(job, current)
     if failed or lost:
-        _attempt_failed(b, job, failed, lost, list(current.values()), report_grace)
+        ended = {p.rank for p in failed} | set(lost)
+        disrupted = sorted((p for p in pods if p.attempt == attempt and p.disruption and p.rank in ended),
+                           key=lambda p: p.rank)  # fmt: skip
+        _attempt_failed(b, job, failed, lost, disrupted, list(current.values()), report_grace)
         return b.d
 
     if stale:  # the previous attempt's pods must be gone before the new ones (same names) are created
@@ -167,10 +170,22 @@ def _attempt_failed(
     job: Job,
     failed: list[PodState],
     lost: list[int],
+    disrupted: list[PodState],
     current: list[PodState],
     report_grace: float,
 ) -> None:
     spec = job.spec
+    disruptions = b.status.get("disruptions", 0)
+    if disrupted and disruptions < spec.disruption_limit:
+        # Kubernetes took a pod away (eviction, preemption): not the job's failure, so neither backoffLimit
+        # nor restartPolicy applies
+        pod = disrupted[0]
+        b.status["disruptions"] = disruptions + 1
+        what = f"node {pod.rank} (pod {pod.name}) was taken away by Kubernetes ({pod.disruption})"
+        limit = spec.disruption_limit
+        count = f"disruption {disruptions + 1} of disruptionLimit={limit}, backoffLimit unspent"
+        _restart(b, job, current, st.POD_DISRUPTED, what, count)
+        return
     reported = [p for p in failed if p.termination is not None and p.termination.status is not None]
     first = (reported or failed or [None])[0]
     code = (first.termination, first.exit_code) if first is not None else (None, None)  # a lost pod: none
@@ -189,19 +204,21 @@ def _attempt_failed(
         b.fail(final, f"{what}; {why}", current)
         return
     reason = st.POD_FAILED if first is not None else st.POD_LOST
-    restarts = b.status["restarts"]
-    if restarts >= spec.backoff_limit:
+    failures = b.status["restarts"] - disruptions
+    if failures >= spec.backoff_limit:
         b.fail(
             st.BACKOFF_LIMIT_EXCEEDED,
-            f"{what}; no restarts left ({restarts} of backoffLimit={spec.backoff_limit} used); pods stopped",
+            f"{what}; no restarts left ({failures} of backoffLimit={spec.backoff_limit} used); pods stopped",
             current,
         )
         return
-    message = (
-        f"{what}; restarting all {spec.nodes} node(s) from the last checkpoint "
-        f"(restart {restarts + 1} of {spec.backoff_limit})"
-    )
-    b.status["restarts"] = restarts + 1
+    _restart(b, job, current, reason, what, f"restart {failures + 1} of {spec.backoff_limit}")
+
+
+def _restart(b: _Builder, job: Job, current: list[PodState], reason: str, what: str, count: str) -> None:
+    """End this attempt: its pods go, and the next attempt's resume from the last checkpoint."""
+    message = f"{what}; restarting all {job.spec.nodes} node(s) from the last checkpoint ({count})"
+    b.status["restarts"] += 1
     b.cond(st.RESTARTING, "True", reason, message)
     b.clear(st.RUNNING, reason, message)
     b.d.events.append(("Warning", reason, message))

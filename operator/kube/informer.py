@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,11 +28,14 @@ from torchyard.operator.kube.observe import PodState, job_key, pod_state
 from torchyard.operator.kube.render import LABEL_JOB
 
 _PATTERN = set("*?!,")  # kopf's namespace globs and negations: watched cluster-wide, filtered by kopf
+GRAVE_SECONDS = 120.0  # how long a pod taken away by Kubernetes is remembered after it is deleted
+Graves = dict[JobKey, dict[str, tuple[PodState, float]]]  # job -> pod uid -> (last state, until)
 
 
 class PodInformer:
     def __init__(self) -> None:
         self._pods: dict[JobKey, dict[str, PodState]] = {}  # job -> pod uid -> state
+        self._graves: Graves = {}
         self._tasks: list[asyncio.Task] = []
         self._listed: list[asyncio.Event] = []
 
@@ -42,7 +47,7 @@ class PodInformer:
         for namespace in namespaces if exact else [None]:
             listed = asyncio.Event()
             self._listed.append(listed)
-            view = _NamespaceView(self._pods, namespace, wake)
+            view = _NamespaceView(self._pods, self._graves, namespace, wake)
             path = resource_path("v1", "pods", namespace)
             watch = list_watch(api, path, view.event, listed, view.listing, labelSelector=LABEL_JOB)
             self._tasks.append(asyncio.create_task(watch, name=f"pods {namespace or 'everywhere'}"))
@@ -52,7 +57,14 @@ class PodInformer:
             await asyncio.gather(*(listed.wait() for listed in self._listed))
 
     def pods(self, key: JobKey) -> list[PodState]:
-        return list(self._pods.get(key, {}).values())
+        """The job's pods, and for a while those Kubernetes took away (their eviction or preemption)."""
+        now = time.monotonic()
+        graves = self._graves.get(key, {})
+        for uid in [uid for uid, (_, until) in graves.items() if until < now]:
+            del graves[uid]
+        if not graves:
+            self._graves.pop(key, None)
+        return [*self._pods.get(key, {}).values(), *(state for state, _ in graves.values())]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -65,9 +77,13 @@ class _NamespaceView:
     """What one list and watch (one namespace, or all) says, written into the shared map."""
 
     def __init__(
-        self, pods: dict[JobKey, dict[str, PodState]], namespace: str | None, wake: Callable[[JobKey], None]
+        self,
+        pods: dict[JobKey, dict[str, PodState]],
+        graves: Graves,
+        namespace: str | None,
+        wake: Callable[[JobKey], None],
     ) -> None:
-        self.pods, self.namespace, self.wake = pods, namespace, wake
+        self.pods, self.graves, self.namespace, self.wake = pods, graves, namespace, wake
 
     async def listing(self, items: list[dict[str, Any]]) -> None:
         mine = [key for key in self.pods if self.namespace is None or key[0] == self.namespace]
@@ -97,4 +113,10 @@ class _NamespaceView:
             pods.pop(body.get("metadata", {}).get("uid", ""), None)
             if not pods:
                 self.pods.pop(key, None)
+            # a pod evicted or preempted may be gone before its job looked (a grace period of 0): what its
+            # last state says (DisruptionTarget) decides how the job restarts, so it is kept a while
+            state = pod_state(body)
+            if state.disruption:
+                grave = dataclasses.replace(state, deleting=True, gone=True)
+                self.graves.setdefault(key, {})[state.uid] = (grave, time.monotonic() + GRAVE_SECONDS)
         return key

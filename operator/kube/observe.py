@@ -1,7 +1,8 @@
 """What the pod backend observes, as plain data: a pod -> PodState, corrected by Expectations.
 
 A pod is reduced to what deciding needs: its node rank, the attempt it belongs to, its phase, why it does
-not start, and, once it ended, its exit code and the trainer's termination message (contract/termination.py).
+not start, whether Kubernetes took it away (evicted, preempted), and, once it ended, its exit code and the
+trainer's termination message (contract/termination.py).
 Expectations bridge the index lag: pods just created (or deleted) count as such until the watch shows them,
 as in Kubernetes' own Job controller, so a slow watch never leads to duplicate creates or double restarts.
 
@@ -39,6 +40,8 @@ class PodState:
     exit_code: int | None = None
     finished_at: str | None = None
     termination: Termination | None = None
+    disruption: str = ""  # why Kubernetes took it away: EvictionByEvictionAPI, PreemptionByScheduler, ...
+    gone: bool = False  # deleted from the API server; its last state kept a while for what it says
 
     @property
     def active(self) -> bool:
@@ -84,8 +87,18 @@ def pod_state(body: dict[str, Any]) -> PodState:
         exit_code=terminated.get("exitCode"),
         finished_at=terminated.get("finishedAt"),
         termination=Termination.parse(terminated.get("message")),
+        disruption=_disruption(status),
         **_waiting(status),
     )
+
+
+def _disruption(status: dict[str, Any]) -> str:
+    """The reason of a pod's DisruptionTarget condition (set when it is evicted, preempted or its node is
+    tainted away), or of a kubelet's eviction (phase Failed, reason Evicted); empty when neither."""
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "DisruptionTarget" and condition.get("status") == "True":
+            return condition.get("reason") or "DisruptionTarget"
+    return "Evicted" if status.get("reason") == "Evicted" else ""
 
 
 # Container waiting reasons that need someone to act (a kubelet retries them forever); ContainerCreating and
@@ -140,7 +153,7 @@ class Expectations:
     def apply(self, pods: list[PodState]) -> list[PodState]:
         """The observed pods corrected by what is expected."""
         now = time.monotonic()
-        seen = {p.name: p for p in pods}
+        seen = {p.name: p for p in pods if not p.gone}
         for name, (pod, deadline) in list(self.created.items()):
             shown = seen.get(name)
             if now > deadline or (shown is not None and shown.attempt == pod.attempt):

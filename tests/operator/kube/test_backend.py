@@ -118,6 +118,28 @@ async def test_restart_policy_never_fails_the_job_at_its_first_failure():
         assert refused is not None and refused.status == 422 and "spec.restartPolicy" in refused.message
 
 
+async def test_an_eviction_restarts_the_gang_without_spending_the_backoff_limit():
+    async with running_cluster() as cluster, running_operator(cluster):
+        await cluster.create(train_job(backoffLimit=0))
+        await cluster.running_pods(NODES)
+        # the Eviction API, as `kubectl drain` uses it: the API server marks the pod DisruptionTarget
+        # (EvictionByEvictionAPI), then deletes it; this node lets it go at once (a grace period of 0)
+        eviction = {"apiVersion": "policy/v1", "kind": "Eviction",
+                    "metadata": {"name": NODES[1], "namespace": cluster.ns}}  # fmt: skip
+        await cluster.api.create(resource_path("v1", "pods", cluster.ns, NODES[1], "eviction"), eviction)
+
+        async def restart_told() -> dict | None:
+            events = await cluster.events("digits-mlp")
+            return next((e for e in events if e["reason"] == "PodDisrupted"), None)
+
+        event = await cluster.wait(restart_told, what="a PodDisrupted event")
+        taken = "node 1 (pod digits-mlp-node-1) was taken away by Kubernetes (EvictionByEvictionAPI)"
+        assert taken in event["message"], event
+        await succeed_all(cluster, attempt=1)
+        status = await cluster.wait_phase("TrainJob", "digits-mlp", "Succeeded")
+        assert (status["restarts"], status["disruptions"]) == (1, 1), status
+
+
 async def test_suspend_and_resume():
     async with running_cluster() as cluster, running_operator(cluster):
         await cluster.create(train_job())

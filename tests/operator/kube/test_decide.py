@@ -253,6 +253,53 @@ def test_restart_policy_on_failure_is_the_default_and_restarts_a_crash(train_job
     assert d.status["restarts"] == 1
 
 
+def test_an_evicted_or_preempted_pod_restarts_the_gang_without_spending_backoff_limit(train_job):
+    job = train_job(backoffLimit=0, restartPolicy="Never")
+    evicted = pod(1, deleting=True, deleted_at=rfc3339(NOW), disruption="EvictionByEvictionAPI")
+    d = decide(job, {"phase": "Running"}, [pod(0), evicted], NOW)
+    assert (d.status["phase"], d.status["restarts"], d.status["disruptions"]) == ("Restarting", 1, 1)
+    restarting = cond(d.status, st.RESTARTING)
+    assert restarting["reason"] == st.POD_DISRUPTED
+    assert "was taken away by Kubernetes (EvictionByEvictionAPI)" in restarting["message"]
+    assert "disruption 1 of disruptionLimit=10, backoffLimit unspent" in restarting["message"]
+    assert d.delete == ["digits-mlp-node-0"] and d.events[0][:2] == ("Warning", st.POD_DISRUPTED)
+    # a kubelet's eviction (node pressure) ends the pod Failed, reason Evicted: the same
+    kubelet_evicted = pod(0, "Failed", attempt=1, exit_code=137, disruption="Evicted")
+    d = decide(job, d.status, [kubelet_evicted, pod(1, attempt=1)], NOW)
+    assert (d.status["restarts"], d.status["disruptions"]) == (2, 2)
+    # a later real failure still finds backoffLimit (0) unspent by them, and it is spent
+    d = decide(job, d.status, [failed(0, 137, attempt=2), pod(1, attempt=2)], NOW)
+    assert d.status["phase"] == "Failed" and cond(d.status, st.FAILED)["reason"] == st.NOT_RESTARTED_BY_POLICY
+
+
+def test_a_preempted_pod_already_deleted_still_counts_as_a_disruption_and_blocks_nothing(train_job):
+    grave = pod(1, deleting=True, gone=True, disruption="PreemptionByScheduler")  # the informer's memory
+    d = decide(train_job(), {"phase": "Running"}, [pod(0), grave], NOW)
+    assert cond(d.status, st.RESTARTING)["reason"] == st.POD_DISRUPTED and d.delete == ["digits-mlp-node-0"]
+    d = decide(train_job(), d.status, [grave], NOW)  # node 0 is gone too: the next attempt starts
+    created = [m["metadata"]["name"] for m in d.create]
+    assert created == ["digits-mlp", "digits-mlp-node-0", "digits-mlp-node-1"]
+
+
+def test_past_the_disruption_limit_an_eviction_is_a_failure(train_job):
+    job = train_job(disruptionLimit=0)
+    evicted = pod(1, deleting=True, deleted_at=rfc3339(NOW), disruption="PreemptionByScheduler")
+    d = decide(job, {"phase": "Running"}, [pod(0), evicted], NOW)
+    assert d.status["restarts"] == 1 and d.status.get("disruptions", 0) == 0
+    assert cond(d.status, st.RESTARTING)["reason"] == st.POD_LOST
+    assert "restart 1 of 3" in cond(d.status, st.RESTARTING)["message"]
+
+
+def test_the_disruption_reason_comes_from_the_pods_condition_or_a_kubelets_eviction():
+    body = {"metadata": {"name": "p", "labels": {}}, "status": {"phase": "Running", "conditions": [
+        {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}]}}
+    assert pod_state(body).disruption == "PreemptionByScheduler"
+    body["status"] = {"phase": "Failed", "reason": "Evicted"}
+    assert pod_state(body).disruption == "Evicted"
+    body["status"] = {"phase": "Failed", "reason": "Error"}
+    assert pod_state(body).disruption == ""
+
+
 def test_vanished_pod_of_a_running_attempt_restarts_the_gang(train_job):
     d = decide(train_job(), {"phase": "Running"}, [pod(0)], NOW)
     assert d.status["restarts"] == 1 and cond(d.status, st.RESTARTING)["reason"] == st.POD_LOST

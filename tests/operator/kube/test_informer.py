@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from torchyard.operator.kube import informer as informer_module
 from torchyard.operator.kube.informer import PodInformer, _NamespaceView
 from torchyard.operator.kube.render import LABEL_ATTEMPT, render_k8s
 
@@ -24,7 +25,7 @@ def bodies(train_job, uid_prefix: str = "u") -> list[dict]:
 
 def view(namespace: str | None = "default"):
     informer, woken = PodInformer(), []
-    return informer, _NamespaceView(informer._pods, namespace, woken.append), woken
+    return informer, _NamespaceView(informer._pods, informer._graves, namespace, woken.append), woken
 
 
 @pytest.mark.asyncio
@@ -67,3 +68,21 @@ async def test_ready_waits_for_every_listing():
     assert not waiting.done()
     informer._listed[1].set()
     await asyncio.wait_for(waiting, 1)
+
+
+@pytest.mark.asyncio
+async def test_a_pod_kubernetes_took_away_is_remembered_after_its_deletion(train_job, monkeypatch):
+    informer, events, _ = view()
+    evicted, failed = bodies(train_job)
+    evicted["status"]["conditions"] = [{"type": "DisruptionTarget", "status": "True",
+                                        "reason": "EvictionByEvictionAPI"}]  # fmt: skip
+    for body in (evicted, failed):
+        await events.event("ADDED", body)
+        await events.event("DELETED", body)
+    [grave] = informer.pods(KEY)  # the plain deletion leaves nothing behind
+    assert (grave.rank, grave.disruption) == (0, "EvictionByEvictionAPI") and grave.gone and grave.deleting
+    await events.listing([])  # a relist does not bury it
+    assert [p.name for p in informer.pods(KEY)] == [grave.name]
+    later = informer_module.time.monotonic() + informer_module.GRAVE_SECONDS + 1
+    monkeypatch.setattr(informer_module.time, "monotonic", lambda: later)
+    assert informer.pods(KEY) == []
