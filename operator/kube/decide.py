@@ -185,6 +185,7 @@ def _attempt_failed(
         limit = spec.disruption_limit
         count = f"disruption {disruptions + 1} of disruptionLimit={limit}, backoffLimit unspent"
         _restart(b, job, current, st.POD_DISRUPTED, what, count)
+        _other_failures(b, failed, told=pod)
         return
     reported = [p for p in failed if p.termination is not None and p.termination.status is not None]
     first = (reported or failed or [None])[0]
@@ -202,6 +203,7 @@ def _attempt_failed(
     if not restart:
         final = st.NON_RETRYABLE_ERROR if spec.restart_policy == ON_FAILURE else st.NOT_RESTARTED_BY_POLICY
         b.fail(final, f"{what}; {why}", current)
+        _other_failures(b, failed, told=first)
         return
     reason = st.POD_FAILED if first is not None else st.POD_LOST
     failures = b.status["restarts"] - disruptions
@@ -211,8 +213,16 @@ def _attempt_failed(
             f"{what}; no restarts left ({failures} of backoffLimit={spec.backoff_limit} used); pods stopped",
             current,
         )
+        _other_failures(b, failed, told=first)
         return
     _restart(b, job, current, reason, what, f"restart {failures + 1} of {spec.backoff_limit}")
+    _other_failures(b, failed, told=first)
+
+
+def _other_failures(b: _Builder, failed: list[PodState], told: PodState | None) -> None:
+    """An event for each failed pod of the ending attempt beyond the one its restart or failure names:
+    `kubectl describe` then shows every node that went wrong, and how."""
+    b.d.events += [("Warning", st.POD_FAILED, p.describe()) for p in failed if p is not told]
 
 
 def _restart(b: _Builder, job: Job, current: list[PodState], reason: str, what: str, count: str) -> None:

@@ -38,6 +38,7 @@ class PodState:
     waiting: str = ""  # why a Pending pod does not start (Unschedulable, ImagePullBackOff, ...)
     waiting_message: str = ""
     exit_code: int | None = None
+    exit_reason: str = ""  # the container runtime's word: OOMKilled, Error, Completed, ...
     finished_at: str | None = None
     termination: Termination | None = None
     disruption: str = ""  # why Kubernetes took it away: EvictionByEvictionAPI, PreemptionByScheduler, ...
@@ -51,6 +52,8 @@ class PodState:
         """e.g. `node 1 (pod x-node-1) exited with code 137`."""
         text = f"node {self.rank} (pod {self.name})"
         text += f" exited with code {self.exit_code}" if self.exit_code is not None else f" is {self.phase}"
+        if self.exit_reason and self.exit_reason not in ("Error", "Completed"):
+            text += f" ({self.exit_reason})"
         term = self.termination
         if term is not None and (term.reason or term.message):
             text += ": " + ": ".join(part for part in (term.reason, term.message) if part)
@@ -85,6 +88,7 @@ def pod_state(body: dict[str, Any]) -> PodState:
         deleted_at=meta.get("deletionTimestamp"),
         uid=meta.get("uid", ""),
         exit_code=terminated.get("exitCode"),
+        exit_reason=terminated.get("reason") or "",
         finished_at=terminated.get("finishedAt"),
         termination=Termination.parse(terminated.get("message")),
         disruption=_disruption(status),

@@ -300,6 +300,15 @@ def test_the_disruption_reason_comes_from_the_pods_condition_or_a_kubelets_evict
     assert pod_state(body).disruption == ""
 
 
+def test_every_failed_pod_of_an_ending_attempt_gets_its_own_event(train_job):
+    oom = PodState("digits-mlp-node-1", "trainjob", "digits-mlp", 1, 0, "Failed", exit_code=137,
+                   exit_reason="OOMKilled", finished_at=rfc3339(NOW))  # fmt: skip
+    d = decide(train_job(nodes=3), {"phase": "Running"}, [failed(0, 1, CRASH), oom, pod(2)], NOW)
+    assert [(kind, reason) for kind, reason, _ in d.events] == [("Warning", st.POD_FAILED)] * 2
+    assert "RuntimeError: boom" in d.events[0][2]  # the restart names rank 0's report
+    assert d.events[1][2].startswith("node 1 (pod digits-mlp-node-1) exited with code 137 (OOMKilled)")
+
+
 def test_vanished_pod_of_a_running_attempt_restarts_the_gang(train_job):
     d = decide(train_job(), {"phase": "Running"}, [pod(0)], NOW)
     assert d.status["restarts"] == 1 and cond(d.status, st.RESTARTING)["reason"] == st.POD_LOST
