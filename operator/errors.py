@@ -9,7 +9,10 @@
     │                              TrainJob, a work dir it cannot reach); handled like SpecError.
     ├── ApiError                   the Kubernetes API server answered with an error (`status`, `reason`).
     │                              5xx and 429 are retried with back-off; other refusals show in the job's
-    │                              status and events (CreateRefused).
+    │                              status and events (CreateRefused). The Client (client.py) raises it too,
+    │                              with the server's own message; the CLI prints that and exits 1.
+    ├── ClientError (ValueError)   a Client call that cannot be done as asked: a name both kinds use, a node
+    │                              the job does not have. The CLI prints it and exits 2.
     └── SlurmError (RuntimeError)  a Slurm command failed or is missing; the message names the fix.
         └── Unschedulable          queued, but it can never start as written (PartitionNodeLimit...).
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 __all__ = [
     "ApiError",
+    "ClientError",
     "NotAllowed",
     "RenderError",
     "SlurmError",
@@ -66,6 +70,10 @@ class ApiError(TorchyardError):
         super().__init__(f"{status} {reason}: {message}")
         self.status, self.reason, self.message = status, reason, message
         self.retry_after_s = retry_after_s  # the server's Retry-After, when it sent one
+
+
+class ClientError(TorchyardError, ValueError):
+    """A Client call that cannot be carried out as asked; the message says what to ask instead."""
 
 
 class SlurmError(TorchyardError, RuntimeError):

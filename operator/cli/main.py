@@ -4,6 +4,7 @@ parsers it adds set `func(args) -> exit code`. To add a group, write the module 
     torchyard validate examples/trainjob.yaml
     torchyard render examples/trainjob.yaml --target k8s|slurm
     torchyard run examples/trainjob.yaml
+    torchyard submit|status|logs|cancel|list ...        (Kubernetes, through your kubeconfig)
     torchyard crds --out crds/
     torchyard operator run [--namespace NS] [--metrics-port PORT] [--json-logs] [--peering NAME]
     torchyard dev-cluster [--node NAME] [--label K=V] [--taint K=V:EFFECT] [--volumes DIR]
@@ -24,6 +25,7 @@ from torchyard.operator.errors import RenderError, SpecError
 # e.g. `torchyard slurm submit` does not pay for the operator's imports; --help and typos import them all.
 COMMAND_GROUPS = {
     "torchyard.operator.cli.jobs": ("validate", "render", "run", "crds"),
+    "torchyard.operator.cli.kube": ("submit", "status", "logs", "cancel", "list"),
     "torchyard.operator.cli.slurm": ("slurm",),
     "torchyard.operator.cli.operator": ("operator", "dev-cluster"),
     "torchyard.operator.cli.tools": ("tools",),

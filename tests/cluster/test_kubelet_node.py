@@ -8,12 +8,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from .kubelet_helpers import CLUSTER_DIR, REPO, ended, get, job_phase, kubectl, operator_pods, run, wait_for
+from .kubelet_helpers import (
+    CLUSTER_DIR,
+    KUBECONFIG,
+    REPO,
+    ended,
+    get,
+    job_phase,
+    kubectl,
+    operator_pods,
+    run,
+    wait_for,
+)
 
 TRAINER_UID = 1000  # images/trainer/Dockerfile's user; operator/kube/render.py RUN_AS
 
@@ -71,6 +84,19 @@ def test_a_container_killed_mid_run_restarts_the_gang_which_resumes_and_succeeds
         status = get("pod", f"digits-mlp-node-{rank}")["status"]["containerStatuses"][0]
         assert status["containerID"].startswith("containerd://")
         assert status["state"]["terminated"]["exitCode"] == 0
+
+
+def test_torchyard_logs_and_status_read_the_containers(runs):
+    def torchyard(*args: str) -> str:
+        return run(sys.executable, "-m", "torchyard.operator.cli.main", *args, KUBECONFIG=str(KUBECONFIG))
+
+    if job_phase("trainjob", "digits-mlp") != "Succeeded":
+        pytest.fail("the TrainJob of the previous test did not succeed; this test reads its pods' logs")
+    assert "training finished: " in torchyard("logs", "digits-mlp")  # rank 0's container, via its kubelet
+    torchyard("logs", "digits-mlp", "--node", "1")  # node 1's pod answers too (run() checks the exit code)
+    status = torchyard("status", "digits-mlp")
+    assert re.search(r"^phase +Succeeded$", status, re.M), status
+    assert re.search(r"^restarts +1 ", status, re.M), status
 
 
 def test_the_testjob_evaluates_the_best_checkpoint_of_that_run(runs):
