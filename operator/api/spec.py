@@ -30,6 +30,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from torchyard.contract.ports import DEFAULT_MASTER_PORT
+from torchyard.operator.api import template
 from torchyard.operator.api.quantity import QUANTITY_PATTERN, parse_quantity
 from torchyard.operator.errors import SpecError
 from torchyard.trainer.config import ConfigError, parse_cfg_options
@@ -239,6 +240,45 @@ class WorkDir(Model):
     )
 
 
+class TemplateMetadata(Model):
+    """Labels and annotations for every pod of the job, beside the operator's own."""
+
+    labels: dict[str, Line] = Field(default_factory=dict, description="Pod labels.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Pod annotations.")
+
+    @field_validator("labels", "annotations")
+    @classmethod
+    def _not_the_operators(cls, value: dict[str, str]) -> dict[str, str]:
+        try:
+            template.check_metadata_keys(list(value))
+        except template.TemplateProblem as problem:
+            raise field_error(problem.path, problem.message) from None
+        return value
+
+
+class PodTemplate(Model):
+    """Kubernetes: pod fields merged under the operator's (operator/api/template.py says who owns what)."""
+
+    metadata: TemplateMetadata = Field(
+        default_factory=TemplateMetadata, description="Labels and annotations of every pod."
+    )
+    spec: FreeForm = Field(
+        default_factory=dict,
+        description="A PodSpec merged under the operator's: a container named trainer merges into the "
+        "trainer's (env, envFrom, volumeMounts, securityContext, ...), other containers are sidecars; "
+        "volumes and initContainers are added; securityContext replaces the uid 1000 default.",
+    )
+
+    @field_validator("spec")
+    @classmethod
+    def _pod_spec(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            template.check_pod_spec(value)
+        except template.TemplateProblem as problem:
+            raise field_error(problem.path, problem.message) from None
+        return value
+
+
 class SlurmContainer(Model):
     """Run each node's torchrun inside a container (pyxis/enroot `srun --container-image`)."""
 
@@ -408,6 +448,9 @@ class JobSpec(Model):
     )
     suspend: bool = Field(
         False, description="True stops the pods (they are recreated on resume); may change at any time."
+    )
+    template: PodTemplate | None = Field(
+        None, description="Kubernetes: the user's pod fields (env, volumes, sidecars, securityContext, ...)."
     )
     slurm: SlurmSpec = Field(default_factory=SlurmSpec, description="Slurm submission options.")
 

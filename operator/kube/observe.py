@@ -76,7 +76,9 @@ def pod_state(body: dict[str, Any]) -> PodState:
     status = body.get("status") or {}
     terminated: dict[str, Any] = {}
     for container in status.get("containerStatuses") or []:
-        terminated = (container.get("state") or {}).get("terminated") or terminated
+        # the trainer's container (named for the kind) speaks for the pod, not a sidecar of its template
+        if container.get("name", labels.get(LABEL_KIND)) == labels.get(LABEL_KIND):
+            terminated = (container.get("state") or {}).get("terminated") or terminated
     return PodState(
         name=meta.get("name", ""),
         kind=labels.get(LABEL_KIND, ""),

@@ -1,6 +1,7 @@
 """Who may run what, as the pod backend sees it: the operator creates pods for whoever created a job, so a
 spec that names another object (a ServiceAccount, a claim, a pull Secret, a PriorityClass, a toleration, a
-TrainJob to read) may only run where the API server checked its creator's rights to them.
+TrainJob to read, the claims and Secrets of its pod template) may only run where the API server checked its
+creator's rights to them.
 
 The API server does that check: the chart's ValidatingAdmissionPolicy (templates/jobpolicy.yaml) refuses a
 job whose creator may not create pods in the namespace or may not `use` what the spec names. The operator
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from torchyard.operator.api.spec import Job
+from torchyard.operator.api.template import references
 from torchyard.operator.control.kubeapi import KubeApi
 from torchyard.operator.errors import ApiError, NotAllowed
 
@@ -44,6 +46,8 @@ def named_objects(job: Job) -> list[tuple[str, str]]:
         named.append(("spec.tolerations", f"{len(spec.tolerations)} toleration(s)"))
     if spec.train_job_name:
         named.append(("spec.fromTrainJob.name", f"TrainJob {spec.train_job_name} (and its work dir)"))
+    if spec.template is not None:
+        named += references(spec.template.spec)
     return named
 
 

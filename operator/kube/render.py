@@ -9,10 +9,12 @@ torchrun with its own node rank; restartPolicy is Never because restarts are who
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from torchyard.contract.ports import DEFAULT_MASTER_PORT
-from torchyard.operator.api.spec import GPU_RESOURCE, NODE_INFIX, Job, TrainJob
+from torchyard.operator.api.spec import GPU_RESOURCE, NODE_INFIX, Job, PodTemplate, TrainJob
+from torchyard.operator.api.template import MAIN_CONTAINER
 from torchyard.operator.errors import RenderError
 from torchyard.operator.launch.command import check_train_job, node_program, torchrun_options
 
@@ -129,7 +131,33 @@ def render_pod(job: Job, rank: int, train_mount: dict | None = None) -> dict[str
     metadata = _metadata(job, pod_name(job, rank), labels)
     if annotations:
         metadata["annotations"] = annotations
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+    if spec.template is not None:
+        _merge_template(pod, spec.template)
+    return pod
+
+
+def _merge_template(pod: dict[str, Any], template: PodTemplate) -> None:
+    """The user's pod fields under the operator's (operator/api/template.py checked them): labels and
+    annotations beside the operator's, the `trainer` container's fields into the trainer container (lists
+    appended, the rest replacing the operator's defaults), other containers, initContainers and volumes
+    added, everything else set."""
+    metadata, spec = pod["metadata"], copy.deepcopy(template.spec)
+    metadata["labels"] = {**template.metadata.labels, **metadata["labels"]}
+    if template.metadata.annotations:
+        metadata["annotations"] = {**template.metadata.annotations, **metadata.get("annotations", {})}
+    trainer = pod["spec"]["containers"][0]
+    for container in spec.pop("containers", []):
+        if container.get("name") != MAIN_CONTAINER:
+            pod["spec"]["containers"].append(container)
+            continue
+        for key, value in container.items():
+            if key in ("env", "envFrom", "volumeMounts", "ports", "volumeDevices"):
+                trainer[key] = [*trainer.get(key, []), *value]
+            elif key != "name":
+                trainer[key] = value
+    pod["spec"]["volumes"] += spec.pop("volumes", [])
+    pod["spec"] |= spec
 
 
 def _train_work_dir_mount(job: Job, train_job: TrainJob | None) -> dict | None:

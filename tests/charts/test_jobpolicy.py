@@ -81,6 +81,11 @@ ALICE_REFUSED = [
     ({"priorityClassName": "system-node-critical"}, "spec.priorityClassName", "use PriorityClass system-"),
     ({"imagePullSecrets": ["regcred"]}, "spec.imagePullSecrets", "may not use every Secret of regcred"),
     ({"tolerations": [{"operator": "Exists"}]}, "spec.tolerations", "tolerate every one of all-taints"),
+    ({"template": {"spec": {"volumes": [{"name": "creds", "secret": {"secretName": "regcred"}}]}}},
+     "spec.template.spec.volumes", "may not use every PersistentVolumeClaim and Secret these volumes name"),
+    ({"template": {"spec": {"containers": [
+        {"name": "trainer", "envFrom": [{"secretRef": {"name": "regcred"}}]}]}}},
+     "spec.template.spec containers", "may not use every Secret their env and envFrom name"),
 ]
 
 
@@ -106,6 +111,11 @@ async def test_a_job_never_grants_more_than_its_creator_has():
         )
         everything = {spec_key: value for spec, *_ in ALICE_REFUSED[:4] for spec_key, value in spec.items()}
         everything["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        everything["template"] = {"spec": {  # a claim and a Secret bob may use, through the pod template
+            "containers": [{"name": "trainer", "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {
+                "name": "regcred", "key": "token", "optional": True}}}]}],
+            "volumes": [{"name": "more", "persistentVolumeClaim": {"claimName": "runs", "readOnly": True}}],
+        }}  # fmt: skip
         ran = await asyncio.to_thread(apply_as, cluster, "bob", train_job("bob", **everything))
         assert ran.returncode == 0, ran.stderr
         pods = await cluster.running_pods(["bob-node-0", "bob-node-1"])

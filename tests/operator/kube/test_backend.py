@@ -140,6 +140,27 @@ async def test_an_eviction_restarts_the_gang_without_spending_the_backoff_limit(
         assert (status["restarts"], status["disruptions"]) == (1, 1), status
 
 
+async def test_a_pod_template_reaches_the_pods_and_a_sidecar_does_not_speak_for_the_trainer():
+    template = {"metadata": {"labels": {"team": "vision"}}, "spec": {
+        "containers": [{"name": "trainer", "env": [{"name": "HF_HOME", "value": "/data"}],
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                       {"name": "shipper", "image": "busybox:1.36"}],
+        "volumes": [{"name": "data", "emptyDir": {}}],
+        "terminationGracePeriodSeconds": 5,
+    }}  # fmt: skip
+    async with running_cluster() as cluster, running_operator(cluster):
+        await cluster.create(train_job(template=template))  # the API server validates the merged pods
+        pods = await cluster.running_pods(NODES)
+        spec = pods[NODES[0]]["spec"]
+        assert [c["name"] for c in spec["containers"]] == ["trainjob", "shipper"]
+        assert {"name": "HF_HOME", "value": "/data"} in spec["containers"][0]["env"]
+        assert spec["terminationGracePeriodSeconds"] == 5
+        assert pods[NODES[0]]["metadata"]["labels"]["team"] == "vision"
+        await succeed_all(cluster, metrics={"accuracy/top1": 97.7})
+        status = await cluster.wait_phase("TrainJob", "digits-mlp", "Succeeded")
+        assert status["metrics"] == {"accuracy/top1": 97.7}
+
+
 async def test_suspend_and_resume():
     async with running_cluster() as cluster, running_operator(cluster):
         await cluster.create(train_job())

@@ -455,3 +455,15 @@ def test_pod_state_from_a_pod_body(train_job):
         "trainjob",
     )
     assert job_key(body) == ("default", "trainjob", "digits-mlp")
+
+
+def test_the_trainer_container_speaks_for_the_pod_not_a_sidecar():
+    labels = {"torchyard.dev/kind": "trainjob", "torchyard.dev/job-name": "x", LABEL_RANK: "0"}
+    statuses = [
+        {"name": "trainjob", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}},
+        {"name": "shipper", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
+    ]
+    body = {"metadata": {"name": "x-node-0", "labels": labels},
+            "status": {"phase": "Failed", "containerStatuses": statuses}}  # fmt: skip
+    state = pod_state(body)
+    assert (state.exit_code, state.exit_reason) == (137, "OOMKilled")

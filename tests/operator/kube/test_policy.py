@@ -36,6 +36,18 @@ def test_fields_that_name_objects_are_the_ones_the_policy_checks(train_job, test
         "spec.priorityClassName",
         "spec.tolerations",
     ]
+    secret_env = {"name": "T", "valueFrom": {"secretKeyRef": {"name": "tok"}}}
+    projected = {"name": "c", "projected": {"sources": [{"secret": {"name": "more"}}, {"configMap": {}}]}}
+    pod_template = {"spec": {
+        "containers": [{"name": "trainer", "env": [secret_env], "envFrom": [{"secretRef": {"name": "env"}}]}],
+        "initContainers": [{"name": "init", "image": "b", "envFrom": [{"secretRef": {"name": "init"}}]}],
+        "volumes": [{"name": "a", "persistentVolumeClaim": {"claimName": "data"}},
+                    {"name": "b", "secret": {"secretName": "certs"}},
+                    projected],
+    }}  # fmt: skip
+    named = [what for _, what in named_objects(train_job(template=pod_template))]
+    secrets = ["Secret certs", "Secret more", "Secret init", "Secret tok", "Secret env"]
+    assert named == ["PersistentVolumeClaim data", *secrets]
     evaluation = test_job(fromTrainJob={"name": "digits-mlp", "which": "best"}, checkpoint=None)
     assert named_objects(evaluation) == [("spec.fromTrainJob.name", "TrainJob digits-mlp (and its work dir)")]
     message = str(unchecked(job, "team-a"))

@@ -10,7 +10,7 @@ import yaml
 
 from torchyard.operator.api.spec import load_job
 from torchyard.operator.errors import RenderError
-from torchyard.operator.kube.render import KUEUE_GROUP, KUEUE_QUEUE, KUEUE_TOTAL, render_k8s
+from torchyard.operator.kube.render import KUEUE_GROUP, KUEUE_QUEUE, KUEUE_TOTAL, LABEL_JOB, render_k8s
 
 K8S_VERSION = "1.37"
 
@@ -51,6 +51,23 @@ def _load(repo, name):
                 "amp": True,
             },
         ),
+        ("template", {"template": {
+            "metadata": {"labels": {"team": "vision"}, "annotations": {"sidecar.istio.io/inject": "false"}},
+            "spec": {
+                "containers": [
+                    {"name": "trainer", "env": [{"name": "HF_HOME", "value": "/data/hf"}],
+                     "envFrom": [{"secretRef": {"name": "wandb"}}],
+                     "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": True}],
+                     "securityContext": {"allowPrivilegeEscalation": False}},
+                    {"name": "log-shipper", "image": "fluent/fluent-bit:3.1"},
+                ],
+                "initContainers": [{"name": "fetch", "image": "busybox:1.36", "command": ["true"]}],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "datasets"}}],
+                "securityContext": {},
+                "hostNetwork": True,
+                "dnsPolicy": "ClusterFirstWithHostNet",
+            },
+        }}),
     ],
 )
 def test_train_golden(train_job, golden, case, spec):
@@ -185,3 +202,24 @@ def test_from_train_job_mount_path_clash(repo):
     test.spec.work_dir.mount_path = "/work_dir"
     with pytest.raises(RenderError, match=r"spec\.workDir\.mountPath"):
         render_k8s(test, train)
+
+
+def test_a_template_merges_under_what_the_operator_owns(train_job):
+    job = train_job(template={"metadata": {"labels": {"team": "vision"}}, "spec": {
+        "containers": [{"name": "trainer", "env": [{"name": "HF_HOME", "value": "/data"}],
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                       {"name": "sidecar", "image": "busybox:1.36"}],
+        "volumes": [{"name": "data", "emptyDir": {}}],
+        "securityContext": {"runAsUser": 0},
+    }})  # fmt: skip
+    pod = render_k8s(job)[1]
+    trainer, sidecar = pod["spec"]["containers"]
+    assert (trainer["name"], trainer["command"][0], sidecar["name"]) == ("trainjob", "torchrun", "sidecar")
+    names = [variable["name"] for variable in trainer["env"]]
+    assert names[:2] == ["MASTER_ADDR", "MASTER_PORT"] and names[-1] == "HF_HOME"
+    assert [m["name"] for m in trainer["volumeMounts"]] == ["work-dir", "dshm", "data"]
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["work-dir", "dshm", "data"]
+    assert pod["spec"]["securityContext"] == {"runAsUser": 0}  # the image's root, replacing uid 1000
+    assert pod["spec"]["hostname"] == "digits-mlp-node-0" and pod["spec"]["restartPolicy"] == "Never"
+    labels = pod["metadata"]["labels"]
+    assert labels["team"] == "vision" and labels[LABEL_JOB] == "digits-mlp"
