@@ -240,8 +240,13 @@ class Kubelet:
         }
         if message is not None:
             terminated["message"] = message
+        try:
+            pod = await self.api.get(resource_path("v1", "pods", self.namespace, name))
+        except ApiError:
+            return  # deleted meanwhile: a kubelet has nothing left to report
         state = {
-            "name": "trainjob",
+            # as a kubelet reports it: per container, so the trainer's status is told from a sidecar's
+            "name": pod["spec"]["containers"][0]["name"],
             "image": "x",
             "imageID": "",
             "ready": False,
