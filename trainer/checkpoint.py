@@ -108,7 +108,10 @@ class CheckpointManager:
         sync_in_background: bool = False,
     ):
         self.work_dir = Path(work_dir).absolute()
+        # CheckpointHook's out_dir puts checkpoints elsewhere; the pointer files stay in the work dir
+        self.checkpoint_dir = self.work_dir
         self.max_keep_ckpts = max_keep_ckpts  # < 1 keeps all, as in mmengine's CheckpointHook
+        self.rotated_names = [_ROTATED]  # CheckpointHook's filename_tmpl adds its own
         self.logger = logger or logging.getLogger(__name__)
         self.sync_in_background = sync_in_background
         self._syncer: ThreadPoolExecutor | None = None  # one thread, reused: starting one per save costs more
@@ -126,11 +129,15 @@ class CheckpointManager:
         self._write(state, path, LAST_POINTER, publish)
         return path
 
-    def save_best(self, state: dict, filename: str) -> Path:
+    def save_best(self, state: dict, filename: str, replaces: Path | None = None, point: bool = True) -> Path:
+        """Save a best checkpoint and delete the one it `replaces` (by default the one `best_checkpoint`
+        names). Only the best by the first of several metrics moves that pointer (`point`)."""
+
         def publish() -> None:
-            previous = self._follow(BEST_POINTER)
-            # Move the pointer before deleting the old best, so that it never names a missing file.
-            self._point(BEST_POINTER, path)
+            previous = self._locate(replaces) if replaces is not None else self._follow(BEST_POINTER)
+            if point:
+                # Move the pointer before deleting the old best, so that it never names a missing file.
+                self._point(BEST_POINTER, path)
             last = self._follow(LAST_POINTER)
             if previous is not None and not _same(previous, path) and not _same(previous, last):
                 self._remove(previous)
@@ -157,13 +164,14 @@ class CheckpointManager:
     def _prepare(self, filename: str) -> Path:
         self.wait()
         if not self._swept:
-            self.work_dir.mkdir(parents=True, exist_ok=True)
-            # A writer killed mid-save leaves its temp file behind; reclaim that space before writing more.
-            for leftover in self.work_dir.iterdir():
-                if _STALE_TEMP.fullmatch(leftover.name):
-                    leftover.unlink(missing_ok=True)
+            for folder in {self.work_dir, self.checkpoint_dir}:
+                folder.mkdir(parents=True, exist_ok=True)
+                # A writer killed mid-save leaves its temp file behind; reclaim that space first.
+                for leftover in folder.iterdir():
+                    if _STALE_TEMP.fullmatch(leftover.name):
+                        leftover.unlink(missing_ok=True)
             self._swept = True
-        return self.work_dir / filename
+        return self.checkpoint_dir / filename
 
     def _write(self, state: dict, path: Path, pointer: str, publish: Callable[[], None]) -> None:
         def previous() -> Path | None:  # for error messages only: the pointer has not moved yet
@@ -220,7 +228,7 @@ class CheckpointManager:
         if not corrupt:
             return None
         raise CheckpointError(
-            f"every checkpoint in {self.work_dir} is corrupt: {'; '.join(corrupt)}. "
+            f"every checkpoint in {self.checkpoint_dir} is corrupt: {'; '.join(corrupt)}. "
             "Delete them to train from scratch, or resume from a checkpoint elsewhere."
         )
 
@@ -229,10 +237,12 @@ class CheckpointManager:
             target = Path((self.work_dir / pointer).read_text().strip())
         except FileNotFoundError:
             return None
-        if not target.name:
-            return None
+        return self._locate(target) if target.name else None
+
+    def _locate(self, target: Path) -> Path | None:
         # A work dir mounted at another path (another pod, a Slurm node) still resolves by file name.
-        return next((p for p in (target, self.work_dir / target.name) if p.is_file()), None)
+        candidates = (target, self.checkpoint_dir / target.name, self.work_dir / target.name)
+        return next((p for p in candidates if p.is_file()), None)
 
     def _point(self, pointer: str, path: Path) -> None:
         try:
@@ -242,9 +252,11 @@ class CheckpointManager:
             raise _write_error(f"saved {path} but could not update {target}", target, exc, 0, None) from exc
 
     def _rotated(self) -> list[Path]:
-        """epoch_*.pth / iter_*.pth in the work dir, oldest first by the position stored in each. One whose
-        position cannot be read (torn, or not a training checkpoint) counts as the oldest."""
-        paths = [path for path in self.work_dir.glob("*.pth") if _ROTATED.fullmatch(path.name)]
+        """epoch_*.pth / iter_*.pth (or the hook's filename_tmpl) in the checkpoint dir, oldest first by the
+        position stored in each. One whose position cannot be read (torn, or not a training checkpoint)
+        counts as the oldest."""
+        paths = [path for path in self.checkpoint_dir.glob("*")
+                 if any(name.fullmatch(path.name) for name in self.rotated_names)]
         return sorted(paths, key=lambda path: (self._position_of(path) or (-1, -1), path.name))
 
     def _position_of(self, path: Path) -> tuple[int, int] | None:

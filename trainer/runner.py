@@ -40,6 +40,7 @@ from torchyard.trainer.dist import (
 from torchyard.trainer.evaluation import Evaluator
 from torchyard.trainer.foreign_checkpoint import load_weights_of
 from torchyard.trainer.hooks import build_hooks
+from torchyard.trainer.hooks.checkpoint import CheckpointHook
 from torchyard.trainer.hooks.logger import LoggerHook
 from torchyard.trainer.logger import format_metrics, setup_logger
 from torchyard.trainer.loops import LoopCounter, TrainingInterrupted, TrainLoop, run_eval_loop, to_device
@@ -97,6 +98,9 @@ class Runner:
         self.model = DistributedDataParallel(model, **ddp_kwargs) if self.env.distributed else model
         self.hooks = build_hooks({**DEFAULT_HOOKS, **cfg.get("default_hooks", {})}, cfg.get("custom_hooks"))
         self.checkpoints = CheckpointManager(self.work_dir, logger=self.logger, sync_in_background=True)
+        for hook in self.hooks:
+            if isinstance(hook, CheckpointHook):
+                hook.configure(self.checkpoints, self.work_dir)
         self.amp_dtype = None
         self.train_loop = TrainLoop(self)
         self.data_time = 0.0
@@ -284,16 +288,22 @@ class Runner:
         self._saved_at_iter = self.iter
         return self._save(filename, best=False)
 
-    def save_best_checkpoint(self, filename: str) -> Path | None:
-        """Save the training state as `filename` and point `best_checkpoint` at it (rank 0 writes)."""
-        return self._save(filename, best=True)
+    def save_best_checkpoint(self, filename: str, replaces: Path | None = None,
+                             point: bool = True) -> Path | None:
+        """Save the training state as `filename`, delete the best checkpoint it `replaces` and, if `point`,
+        point `best_checkpoint` at it (rank 0 writes)."""
+        return self._save(filename, best=True, replaces=replaces, point=point)
 
-    def _save(self, filename: str, best: bool) -> Path | None:
+    def _save(self, filename: str, best: bool, replaces: Path | None = None,
+              point: bool = True) -> Path | None:
         state = self.checkpoint_state()  # a collective: every rank takes part
         if state is None:
             return None
         self.call_hook("before_save_checkpoint", state=state)
-        path = (self.checkpoints.save_best if best else self.checkpoints.save)(state, filename)
+        if best:
+            path = self.checkpoints.save_best(state, filename, replaces=replaces, point=point)
+        else:
+            path = self.checkpoints.save(state, filename)
         self.logger.info(f"saved {'best ' if best else ''}checkpoint {path}")
         return path
 

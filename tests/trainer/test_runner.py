@@ -96,6 +96,39 @@ def test_checkpoint_carries_config_rng_of_every_rank_and_versions(tmp_path):
     assert Config.fromfile(tmp_path / "config.py").model.type == "DigitsCNN"
 
 
+def test_checkpoint_hook_out_dir_tmpl_best_metrics_and_published_keys_as_in_mmengine(tmp_path):
+    checkpoint = dict(type="CheckpointHook", interval=1, max_keep_ckpts=2, out_dir=str(tmp_path / "scratch"),
+                      filename_tmpl="ckpt_{}.pth", save_best=["accuracy/top1", "single-label/recall"],
+                      rule="greater",
+                      published_keys=["meta", "state_dict"])
+    val_evaluator = [dict(type="Accuracy"), dict(type="SingleLabelMetric", items=("recall",))]
+    work_dir = tmp_path / "digits"
+    cfg = make_cfg(work_dir, default_hooks=dict(checkpoint=checkpoint), val_evaluator=val_evaluator)
+    train(cfg)
+
+    saved = tmp_path / "scratch" / "digits"
+    names = sorted(path.name for path in saved.glob("*.pth"))
+    published = [name for name in names if re.fullmatch(r".+-[0-9a-f]{8}\.pth", name)]
+    kept = [name for name in names if name not in published]
+    assert [name for name in kept if name.startswith("ckpt_")] == ["ckpt_2.pth", "ckpt_3.pth"]
+    bests = [name.split("_epoch_")[0] for name in kept if name.startswith("best_")]
+    assert sorted(bests) == ["best_accuracy_top1", "best_single-label_recall"]  # one each
+    assert len(published) == 3  # the last and both bests, weights and meta only
+    assert set(torch.load(saved / published[0], weights_only=True)) == {"meta", "state_dict"}
+    assert not list(work_dir.glob("*.pth"))
+    assert Path((work_dir / "last_checkpoint").read_text()) == saved / "ckpt_3.pth"
+    assert Path((work_dir / "best_checkpoint").read_text()).name.startswith("best_accuracy_top1_epoch_")
+
+    more = make_cfg(work_dir, resume=True, default_hooks=dict(checkpoint=checkpoint),
+                    val_evaluator=val_evaluator, train_cfg=dict(by_epoch=True, max_epochs=4, val_interval=1))
+    runner = train(more)
+    assert runner.epoch == 4
+    assert sorted(p.name for p in saved.glob("ckpt_*.pth") if re.fullmatch(r"ckpt_\d+\.pth", p.name)) == [
+        "ckpt_3.pth", "ckpt_4.pth"]
+    bests = [p for p in saved.glob("best_single-label_recall_*.pth") if not p.stem[-9:].startswith("-")]
+    assert len(bests) == 1
+
+
 def test_load_from_reports_shape_mismatches_and_rejects_another_model(tmp_path, capsys):
     train(make_cfg(tmp_path / "small", train_cfg=dict(by_epoch=False, max_iters=3)))
     checkpoint = Path((tmp_path / "small" / "last_checkpoint").read_text())

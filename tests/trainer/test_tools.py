@@ -91,7 +91,8 @@ def test_publish_model_keeps_weights_and_meta_and_names_the_file_by_its_hash(cap
     published = Path(out.strip())
     assert re.fullmatch(r"digits_mlp-[0-9a-f]{8}\.pth", published.name)
     assert published.name[-12:-4] == hashlib.sha256(published.read_bytes()).hexdigest()[:8]
-    assert not (tmp_path / "released" / "digits_mlp.pth").exists()
+    left = sorted(path.name for path in published.parent.iterdir())
+    assert left == [published.name, f"{published.name}.sha256"]
     state = torch.load(published, weights_only=True)
     assert set(state) == {"state_dict", "meta"}
     assert all(t.device.type == "cpu" for t in state["state_dict"].values())
