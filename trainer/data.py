@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from torchyard.trainer.collate import build_collate
 from torchyard.trainer.config import ConfigError
 from torchyard.trainer.dist import DistEnv
 from torchyard.trainer.registry import DATASETS, TRANSFORMS
@@ -135,10 +136,7 @@ def _check_loader_keys(cfg: dict, where: str) -> None:
                           "the last padded with repeated samples)")
     if sampler.get("seed") is not None:
         raise ConfigError(f"{where}.sampler.seed: set randomness.seed instead, which seeds the sampler too")
-    collate = cfg.get("collate_fn") or {}
-    if collate.get("type", "default_collate") != "default_collate" or set(collate) - {"type"}:
-        raise ConfigError(f"{where}.collate_fn: {collate!r} is not supported; batches are stacked by "
-                          "dict(type='default_collate')")
+    build_collate(cfg.get("collate_fn"), where)
 
 
 def build_dataloader(cfg: dict, env: DistEnv, seed: int, train: bool, where: str) -> DataLoader:
@@ -170,6 +168,7 @@ def build_dataloader(cfg: dict, env: DistEnv, seed: int, train: bool, where: str
         persistent_workers=cfg.get("persistent_workers", False) and num_workers > 0,
         pin_memory=cfg.get("pin_memory", False),
         drop_last=cfg.get("drop_last", False),
+        collate_fn=build_collate(cfg.get("collate_fn"), where),
         generator=generator,
     )
 

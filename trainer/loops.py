@@ -135,5 +135,12 @@ def total_loss(losses: dict[str, torch.Tensor]) -> torch.Tensor:
 def to_device(batch: dict, device: torch.device) -> dict:
     if device.type == "cpu":
         return batch
-    return {key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
-            for key, value in batch.items()}
+    return {key: _to_device(value, device) for key, value in batch.items()}
+
+
+def _to_device(value, device: torch.device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, list):  # pseudo_collate's fields
+        return [_to_device(item, device) for item in value]
+    return value

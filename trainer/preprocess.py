@@ -4,7 +4,8 @@ it, in training and in evaluation.
     model = dict(type="DigitsCNN", data_preprocessor=dict(type="ImgDataPreprocessor", mean=[0.5], std=[0.25]))
 
 A top-level ``data_preprocessor`` is used for the model when it names none, as mmengine's Runner does.
-``BaseDataPreprocessor`` only moves the batch to the device, which the loop always does.
+``BaseDataPreprocessor`` only moves the batch to the device, which the loop always does. After
+``collate_fn=pseudo_collate`` (lists), ``ImgDataPreprocessor`` normalizes each image, then pads and stacks.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from torchyard.trainer.collate import stack_fields, stack_images
 from torchyard.trainer.config import ConfigError
 from torchyard.trainer.registry import MODELS
 
@@ -49,7 +51,20 @@ class ImgDataPreprocessor(BaseDataPreprocessor):
         self.swap_channels = bgr_to_rgb or rgb_to_bgr
 
     def __call__(self, batch: dict, training: bool) -> dict:
-        inputs = batch["inputs"].float()
+        inputs = batch["inputs"]
+        if isinstance(inputs, list):  # pseudo_collate's: each image on its own, of any size
+            images = [self._normalize(image.float().unsqueeze(0))[0] for image in inputs]
+            stacked = stack_images(images, self.pad_size_divisor, self.pad_value)
+            return {**stack_fields(batch), "inputs": stacked}
+        inputs = self._normalize(inputs.float())
+        height, width = inputs.shape[-2:]
+        divisor = self.pad_size_divisor
+        pad_h, pad_w = -height % divisor, -width % divisor
+        if pad_h or pad_w:
+            inputs = F.pad(inputs, (0, pad_w, 0, pad_h), value=self.pad_value)
+        return {**batch, "inputs": inputs}
+
+    def _normalize(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.swap_channels:
             if inputs.shape[1] != 3:
                 raise ConfigError("ImgDataPreprocessor: bgr_to_rgb/rgb_to_bgr need 3 channels; the inputs "
@@ -60,12 +75,7 @@ class ImgDataPreprocessor(BaseDataPreprocessor):
                 raise ConfigError(f"ImgDataPreprocessor.mean: {self.mean.shape[0]} values for "
                                   f"{inputs.shape[1]} channels")
             inputs = (inputs - self.mean.to(inputs.device)) / self.std.to(inputs.device)
-        height, width = inputs.shape[-2:]
-        divisor = self.pad_size_divisor
-        pad_h, pad_w = -height % divisor, -width % divisor
-        if pad_h or pad_w:
-            inputs = F.pad(inputs, (0, pad_w, 0, pad_h), value=self.pad_value)
-        return {**batch, "inputs": inputs}
+        return inputs
 
 
 def build_data_preprocessor(cfg: dict) -> tuple[dict, BaseDataPreprocessor | None]:
@@ -78,3 +88,19 @@ def build_data_preprocessor(cfg: dict) -> tuple[dict, BaseDataPreprocessor | Non
     if not preprocessor:
         return model_cfg, None
     return model_cfg, MODELS.build(preprocessor, where="model.data_preprocessor")
+
+
+def check_batches_stack_for(model: torch.nn.Module, preprocessor: BaseDataPreprocessor | None,
+                            cfg: dict) -> None:
+    """torchyard's own models take stacked tensors, so pseudo_collate's lists need a preprocessor that stacks
+    them; a user's model may take the lists as they are, as an mmengine model does."""
+    if isinstance(preprocessor, ImgDataPreprocessor) or not type(model).__module__.startswith("torchyard."):
+        return
+    for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        loader = cfg.get(name)
+        collate = loader.get("collate_fn") if isinstance(loader, dict) else None
+        if isinstance(collate, dict) and collate.get("type") == "pseudo_collate":
+            raise ConfigError(f"{name}.collate_fn=pseudo_collate leaves each batch as lists, and "
+                              f"{type(model).__name__} takes stacked tensors: add "
+                              "model.data_preprocessor=dict(type='ImgDataPreprocessor') to pad and stack "
+                              "them, or use dict(type='default_collate')")

@@ -45,7 +45,7 @@ from torchyard.trainer.hooks.logger import LoggerHook
 from torchyard.trainer.logger import format_metrics, setup_logger
 from torchyard.trainer.loops import LoopCounter, TrainingInterrupted, TrainLoop, run_eval_loop, to_device
 from torchyard.trainer.optim import build_optim_wrapper
-from torchyard.trainer.preprocess import build_data_preprocessor
+from torchyard.trainer.preprocess import build_data_preprocessor, check_batches_stack_for
 from torchyard.trainer.registry import MODELS, import_custom_modules, set_default_scope
 from torchyard.trainer.schedulers import build_param_schedulers
 from torchyard.trainer.seed import get_rng_state, seed_everything, set_rng_state
@@ -94,6 +94,7 @@ class Runner:
         apply_env_cfg(env_cfg, self.deterministic)
         model_cfg, self.data_preprocessor = build_data_preprocessor(cfg)
         model = MODELS.build(model_cfg, where="model").to(self.device)
+        check_batches_stack_for(model, self.data_preprocessor, cfg)
         ddp_kwargs = runtime.ddp_kwargs(cfg)
         self.model = DistributedDataParallel(model, **ddp_kwargs) if self.env.distributed else model
         self.hooks = build_hooks({**DEFAULT_HOOKS, **cfg.get("default_hooks", {})}, cfg.get("custom_hooks"))

@@ -117,7 +117,9 @@ def test_openmmlab_default_hooks_build() -> None:
      r"train_dataloader.sampler: .*RepeatAugSampler.* not supported"),
     ({"sampler": dict(type="DefaultSampler", round_up=False)}, "round_up: only True is supported"),
     ({"sampler": dict(shuffle=True, seed=3)}, "sampler.seed: set randomness.seed instead"),
-    ({"collate_fn": dict(type="pseudo_collate")}, "collate_fn: .*pseudo_collate.* is not supported"),
+    ({"collate_fn": dict(type="pseudo_collate")}, None),
+    ({"collate_fn": dict(type="pseudo_collate", pad=0)}, "collate_fn: .*pseudo_collate.* is not supported"),
+    ({"collate_fn": dict(type="mmpretrain_collate")}, "collate_fn: .* use dict.type='default_collate'"),
     ({"prefetch": 2}, r"train_dataloader: unknown key\(s\) prefetch"),
 ])
 def test_dataloader_keys(loader: dict, message: str | None) -> None:
