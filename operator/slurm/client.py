@@ -2,7 +2,8 @@
 
 Every call has a timeout (a dead munged makes Slurm's clients hang for minutes) and every failure is a
 SlurmError whose message says what to do. Job details come from `scontrol show job -o` (works without
-accounting; sacct does not); a job Slurm has forgotten (finished longer than MinJobAge ago) is None.
+accounting); a job slurmctld has forgotten (finished longer than MinJobAge ago) from sacct, where the
+cluster keeps accounting or a job completion log, else None.
 
     client = SlurmClient()
     job_id = client.sbatch(Path("work_dirs/x/torchyard.sbatch"))
@@ -20,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from torchyard.operator.errors import SlurmError
-from torchyard.operator.slurm.observe import parse_job_record
+from torchyard.operator.slurm.observe import parse_job_record, parse_sacct
 
 DEFAULT_TIMEOUT = 30.0
 _INVALID_JOB = "Invalid job id specified"
@@ -69,16 +70,31 @@ class SlurmClient:
         return job_id
 
     def show_job(self, job_id: str) -> dict[str, str] | None:
-        """`scontrol show job -o ID` as a dict; None when Slurm no longer knows the job."""
+        """`scontrol show job -o ID` as a dict; for a job slurmctld has forgotten (MinJobAge after its end)
+        what sacct keeps of it; None when neither knows the job."""
         argv = ["scontrol", "show", "job", "-o", str(job_id)]
         try:
             out = self.run(argv)
         except SlurmError as err:
             if _INVALID_JOB in str(err):
-                return None
+                return self.accounted_job(job_id)
             raise
         lines = [line for line in out.splitlines() if line.strip()]
-        return parse_job_record(lines[0]) if lines else None
+        return parse_job_record(lines[0]) if lines else self.accounted_job(job_id)
+
+    def accounted_job(self, job_id: str) -> dict[str, str] | None:
+        """A finished job's state and exit code from Slurm's accounting (sacct, with slurmdbd) or, on a
+        cluster without it, its job completion log (sacct -c, JobCompType=jobcomp/filetxt); None when the
+        cluster keeps neither or neither has the job."""
+        fields = ["-n", "-P", "-o", "JobID,State,ExitCode", "-j", str(job_id)]
+        for argv in (["sacct", "-X", *fields], ["sacct", "-c", *fields]):
+            try:
+                record = parse_sacct(self.run(argv), str(job_id))
+            except SlurmError:
+                continue  # accounting storage disabled, or no completion log: the next source, or none
+            if record is not None:
+                return record
+        return None
 
     def jobs(self, user: str | None = None, name: str | None = None) -> list[dict[str, str]]:
         """Jobs Slurm knows (any state, newest last) as dicts of squeue fields."""

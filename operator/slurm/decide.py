@@ -89,7 +89,9 @@ def decide(
         _submit(b, job, train_job, train_status)
         return b.d
     if slurm.info is None:
-        message = f"Slurm no longer knows job {slurm.job_id} and its end was not seen (MinJobAge passed?)"
+        message = (f"Slurm no longer knows job {slurm.job_id} and its end was not seen (MinJobAge passed), "
+                   "and the cluster keeps no record sacct can read "
+                   "(slurmdbd, or JobCompType=jobcomp/filetxt)")
         b.counts(spec.nodes, None)
         b.mark_failed(c.UNKNOWN, message)
         return b.d

@@ -90,6 +90,16 @@ def parse_job_record(text: str) -> dict[str, str]:
     return fields
 
 
+def parse_sacct(text: str, job_id: str) -> dict[str, str] | None:
+    """`sacct -n -P -o JobID,State,ExitCode` rows -> the job's record in scontrol's keys (JobId, JobState,
+    ExitCode), from the row of the job itself (not its steps); None if no row is the job's."""
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) >= 3 and parts[0] == job_id and parts[1].strip():
+            return {"JobId": job_id, "JobState": base_state(parts[1]), "ExitCode": parts[2], "Reason": "None"}
+    return None
+
+
 def base_state(state: str) -> str:
     """'CANCELLED by 0' -> 'CANCELLED', 'RUNNING+COMPLETING' -> 'RUNNING'."""
     return state.split()[0].split("+")[0] if state.strip() else ""

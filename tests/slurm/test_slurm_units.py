@@ -27,7 +27,7 @@ from torchyard.operator.api.conditions import (
 from torchyard.operator.api.jobfile import load_jobs
 from torchyard.operator.api.spec import Phase
 from torchyard.operator.slurm.bridge import RECORD, Record, find_record, read_record
-from torchyard.operator.slurm.observe import job_phase, parse_job_record
+from torchyard.operator.slurm.observe import job_phase, parse_job_record, parse_sacct
 from torchyard.operator.slurm.render import render_slurm
 
 REPO = Path(__file__).resolve().parents[2]
@@ -152,3 +152,12 @@ def test_every_example_script_passes_shellcheck(example, tmp_path):
         path.write_text(render_slurm(job, train_jobs[0]))
         result = subprocess.run([SHELLCHECK, "--severity=style", str(path)], capture_output=True, text=True)
         assert result.returncode == 0, result.stdout
+
+
+def test_parse_sacct_reads_the_jobs_own_row_not_its_steps():
+    rows = "41.batch|COMPLETED|0:0\n41|CANCELLED by 0|0:15\n41.0|CANCELLED|0:15\n"
+
+    assert parse_sacct(rows, "41") == {"JobId": "41", "JobState": "CANCELLED", "ExitCode": "0:15",
+                                       "Reason": "None"}
+    assert parse_sacct(rows, "4") is None
+    assert parse_sacct("", "41") is None
