@@ -73,7 +73,9 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/none
+# No slurmdbd here: the job completion log is what sacct -c reads of jobs slurmctld has forgotten.
+JobCompType=jobcomp/filetxt
+JobCompLoc=$STATE/log/jobcomp.txt
 MpiDefault=none
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,bf_interval=1
@@ -85,7 +87,11 @@ InactiveLimit=0
 SlurmctldTimeout=30
 SlurmdTimeout=60
 NodeName=n[1-${#NODES[@]}] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[17001-$last] CPUs=$CPUS_PER_NODE RealMemory=$MEMORY_MB State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+# A job in urgent preempts debug's jobs; the preempted job is requeued, as on sites that lend idle nodes.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=urgent Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 EOF
 }
 
@@ -117,7 +123,8 @@ start_munge() {
 
 nodes_idle() {
   local states
-  states="$(client sinfo -h -N -o '%N %t' 2>/dev/null)" || return 1
+  # a line per node and partition: each node counts once
+  states="$(client sinfo -h -N -o '%N %t' 2>/dev/null | sort -u)" || return 1
   [ "$(grep -cE ' (idle|mix|alloc)$' <<<"$states")" -eq ${#NODES[@]} ]
 }
 
@@ -146,7 +153,7 @@ start() {
     fi
     # nodes left DOWN/DRAIN by a previous unclean stop come back here
     client scontrol update NodeName="n[1-${#NODES[@]}]" State=RESUME >/dev/null 2>&1 || true
-    log "started: ${NODES[*]} in partition debug"
+    log "started: ${NODES[*]} in partitions debug (the default) and urgent (preempts debug's jobs)"
   fi
   echo "export SLURM_CONF=$CONF"
 }

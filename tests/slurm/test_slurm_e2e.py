@@ -142,6 +142,32 @@ def test_an_admin_requeue_mid_run_checkpoints_and_resumes(trained, yard, tmp_pat
     assert yard.val_metrics(work_dir) == trained["local"]  # resume is bit-identical
 
 
+def test_a_preempted_job_requeues_and_resumes_without_spending_backoff_limit(trained, yard, tmp_path):
+    """A job of partition urgent (PriorityTier 2, cluster.sh) needs both whole nodes: Slurm preempts the
+    TrainJob (PreemptMode=REQUEUE) and queues it again; backoffLimit 0 would stop any restart of ours."""
+    submit = yard.workspace(tmp_path / "submit")
+    job = yard.write_job(submit, yard.example(TRAIN, backoffLimit=0), TRAIN)
+    job_id = yard.torchyard("slurm", "submit", str(job), cwd=submit).stdout.strip()
+    work_dir = submit / "work_dirs/digits-mlp"
+    yard.wait_until(lambda: (work_dir / "epoch_1.pth").exists(), what="the first epoch's checkpoint")
+    urgent = tmp_path / "urgent.sh"
+    urgent.write_text("#!/bin/bash\n#SBATCH --partition=urgent --nodes=2 --exclusive --output=/dev/null\n"
+                      "sleep 3\n")
+    urgent_id = SlurmClient().sbatch(urgent, cwd=tmp_path)
+    yard.wait_until(lambda: yard.slurm_state(job_id)[0] == "COMPLETED", timeout=300, what="completion")
+
+    assert yard.slurm_state(urgent_id)[0] == "COMPLETED"
+    assert SlurmClient().show_job(job_id)["Restarts"] == "1"
+    err = (work_dir / f"slurm-{job_id}.err").read_text()
+    assert "no requeue left" not in err and "requeueing job" not in err, err  # Slurm's requeue, not ours
+    saved = re.search(r"stopped by signal 15; resume from (\S+\.pth)", err)
+    assert saved, err
+    assert f"resumed from {saved.group(1)}" in (work_dir / f"slurm-{job_id}.out").read_text()
+    assert yard.val_metrics(work_dir) == trained["local"]  # resume is bit-identical
+    status = yard.torchyard("slurm", "status", job_id, cwd=submit)
+    assert re.search(r"^state\s+COMPLETED -> Succeeded", status.stdout, re.M), status.stdout
+
+
 def test_cancel(slurm_cluster, yard, submit_dir):
     spec = yard.example(TRAIN, cfgOptions=["train_cfg.max_epochs=500"])
     result = yard.torchyard("slurm", "submit", str(yard.write_job(submit_dir, spec)), cwd=submit_dir)
