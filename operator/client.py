@@ -38,6 +38,8 @@ from torchyard.operator.api.spec import (
     load_job,
 )
 from torchyard.operator.errors import ApiError, ClientError
+from torchyard.operator.kube.logs import configmap_name, data_key
+from torchyard.operator.kube.render import LABEL_ATTEMPT
 
 FINISHED = (Phase.SUCCEEDED, Phase.FAILED)
 STARTED = (Phase.RUNNING, *FINISHED)
@@ -134,6 +136,24 @@ class Client:
         """The log of node `node`'s pod (rank 0's by default)."""
         pod = self._pod(name, node, kind)
         return self._call(self._core.read_namespaced_pod_log, pod, self.namespace, tail_lines=tail)
+
+    def previous_logs(self, name: str, node: int = 0, kind: str | None = None) -> str:
+        """The end of node `node`'s log in the last attempt that failed and was restarted, as the operator
+        kept it before deleting the pod (kube/logs.py)."""
+        pod = self._pod(name, node, kind)
+        try:
+            kept = self._call(self._core.read_namespaced_config_map, configmap_name(name), self.namespace)
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            raise ClientError(f"{name} has not been restarted after a failure: no earlier attempt's logs "
+                              f"(`torchyard logs {name}` shows the current one)") from None
+        attempt = int((kept.metadata.annotations or {}).get(LABEL_ATTEMPT, "0")) + 1
+        text = (kept.data or {}).get(data_key(node))
+        if text is None:
+            raise ClientError(f"pod {pod} did not fail in attempt {attempt} (the last restarted one); "
+                              f"kept are: {', '.join(sorted(kept.data or {})) or 'none'}")
+        return text
 
     def follow(self, name: str, node: int = 0, kind: str | None = None) -> Iterator[str]:
         """The log of node `node`'s pod, line by line, until the pod ends."""

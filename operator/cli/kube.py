@@ -4,6 +4,7 @@ them on Slurm, through the cluster of your kubeconfig (client.py; the operator r
     torchyard submit examples/trainjob.yaml --wait      # prints the job names; --follow: node 0's log too
     torchyard status digits-mlp
     torchyard logs -f digits-mlp --node 1
+    torchyard logs --previous digits-mlp --node 1     # what the failed node said before the gang restarted
     torchyard cancel digits-mlp
     torchyard list -n team-a
 
@@ -37,6 +38,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                        "torchyard logs digits-mlp --follow")
     logs.add_argument("--node", type=int, default=0, metavar="N", help="which node's pod (0: rank 0)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the pod ends")
+    logs.add_argument("-p", "--previous", action="store_true",
+                      help="the end of the log of the last failed attempt, kept when the gang restarted")
     cancel = add_command(commands, "cancel", "delete the job; the operator stops its pods",
                          "torchyard cancel digits-mlp")
     listing = add_command(commands, "list", "the TrainJobs and TestJobs of a namespace", "torchyard list")
@@ -122,7 +125,11 @@ def status_command(args: argparse.Namespace, client) -> int:
 
 
 def logs_command(args: argparse.Namespace, client) -> int:
-    if args.follow:
+    if args.previous:
+        if args.follow:
+            raise ClientError("--previous prints what was kept of a finished attempt: drop --follow")
+        sys.stdout.write(client.previous_logs(args.name, args.node, args.kind))
+    elif args.follow:
         for line in client.follow(args.name, args.node, args.kind):
             sys.stdout.write(line)
     else:

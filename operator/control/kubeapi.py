@@ -87,13 +87,16 @@ class KubeApi:
         await self._session.close()
 
     async def request(
-        self, method: str, path: str, body: Any = None, content_type: str = "application/json", **params: Any
-    ) -> dict[str, Any]:
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json",
+        *, as_text: bool = False, **params: Any
+    ) -> Any:
+        """The decoded JSON answer (`as_text`: the body as text, e.g. a pod's log), retried on 429 and on a
+        5xx that says when to come back, logged in again once on a 401."""
         relogged, delays = False, iter(RETRY_DELAYS_S)
         while True:
             credentials = self._credentials
             try:
-                return await self._send(method, path, body, content_type, params)
+                return await self._send(method, path, body, content_type, params, as_text)
             except ApiError as err:
                 if err.status == 401 and self._login is not None and not relogged:
                     relogged = True  # a log-in does not use up a retry
@@ -107,13 +110,15 @@ class KubeApi:
                 await asyncio.sleep(min(wait, MAX_RETRY_AFTER_S))
 
     async def _send(self, method: str, path: str, body: Any, content_type: str,
-                    params: dict[str, Any]) -> dict[str, Any]:
+                    params: dict[str, Any], as_text: bool = False) -> Any:
         data = None if body is None else json.dumps(body)
         headers = {**self._credentials, **({"Content-Type": content_type} if body is not None else {})}
         query = {key: str(value) for key, value in params.items() if value is not None}
         async with self._session.request(
             method, self.server + path, data=data, headers=headers, params=query, timeout=30
         ) as response:
+            if as_text and response.status < 400:
+                return await response.text(errors="replace")
             payload = await response.json(content_type=None) if response.content_length != 0 else {}
             if response.status >= 400:
                 payload = payload if isinstance(payload, dict) else {}
@@ -135,6 +140,9 @@ class KubeApi:
 
     async def create(self, path: str, body: dict[str, Any], **params: Any) -> dict[str, Any]:
         return await self.request("POST", path, body, **params)
+
+    async def replace(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.request("PUT", path, body)
 
     async def patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self.request("PATCH", path, body, content_type=MERGE_PATCH)

@@ -19,6 +19,7 @@ import asyncio
 import datetime
 from typing import Any
 
+import aiohttp
 import kopf
 
 from torchyard.operator.api import conditions as c
@@ -27,7 +28,7 @@ from torchyard.operator.control.decide import rejected, rfc3339
 from torchyard.operator.control.kubeapi import KubeApi, resource_path
 from torchyard.operator.control.loop import JobKey, JobLoop, OperatorState
 from torchyard.operator.errors import ApiError
-from torchyard.operator.kube import decide
+from torchyard.operator.kube import decide, logs
 from torchyard.operator.kube.informer import PodInformer
 from torchyard.operator.kube.observe import Expectations, PodState, pod_state
 from torchyard.operator.kube.policy import PolicyCheck, named_objects, unchecked
@@ -114,6 +115,8 @@ class PodJob:
 
     async def _apply(self, decision: decide.PodDecision, pods: dict[str, PodState]) -> None:
         self.conflicts, self.refused = [], []
+        if decision.keep_logs is not None:
+            await self._keep_logs(decision.keep_logs, pods)
         await asyncio.gather(
             *(self._create(manifest) for manifest in decision.create),
             *(self._delete(pods[name]) for name in decision.delete if name in pods),
@@ -144,6 +147,44 @@ class PodJob:
                 return
         if kind == "Pod":
             self.expectations.expect_created(pod_state(manifest))
+
+    async def _keep_logs(self, keep: decide.KeepLogs, pods: dict[str, PodState]) -> None:
+        """The failed pods' log tails into `<job>-previous-logs` before the restart deletes them. Never in
+        the restart's way: what cannot be read says why in the ConfigMap, what cannot be written is logged."""
+        loop = self.loop
+        ended = [pods[name] for name in keep.pods if name in pods]
+        limit = logs.bytes_per_pod(len(ended))
+        tails = await asyncio.gather(*(self._log_tail(pod, limit) for pod in ended))
+        body = logs.configmap(loop.namespace, loop.name, loop.key[1], keep.attempt, keep.why,
+                              {pod.rank: tail for pod, tail in zip(ended, tails, strict=True)})
+        kopf.adopt(body, owner=loop.body)
+        path = resource_path("v1", "configmaps", loop.namespace)
+        name = body["metadata"]["name"]
+        try:
+            try:
+                await self.api.create(path, body)
+            except ApiError as err:
+                if err.status != 409:
+                    raise
+                existing = await self.api.get(f"{path}/{name}")
+                owners = existing.get("metadata", {}).get("ownerReferences") or []
+                if not any(owner.get("uid") == loop.uid for owner in owners):
+                    loop.logger.warning(f"ConfigMap {name} does not belong to {loop.kind} {loop.name}: the "
+                                        f"logs of attempt {keep.attempt + 1} are not kept there")
+                    return
+                await self.api.replace(f"{path}/{name}", body)
+        except ApiError as err:
+            loop.logger.warning(f"could not keep the logs of attempt {keep.attempt + 1} in ConfigMap {name}: "
+                                f"{err}")
+
+    async def _log_tail(self, pod: PodState, limit: int) -> str:
+        path = resource_path("v1", "pods", self.loop.namespace, pod.name) + "/log"
+        try:
+            text = await self.api.request("GET", path, as_text=True, container=pod.kind,
+                                          tailLines=logs.TAIL_LINES)
+        except (ApiError, aiohttp.ClientError, TimeoutError) as err:
+            return f"[no log of pod {pod.name}: {err}]\n"
+        return logs.clip(text, limit)
 
     async def _delete(self, pod: PodState) -> None:
         await self.api.delete(resource_path("v1", "pods", self.loop.namespace, pod.name))

@@ -8,7 +8,8 @@ cannot fix), an exhausted backoffLimit or the deadline fail the job at once. Fin
 exited pods (their logs) until ttlSecondsAfterFinished.
 
     decision = decide(job, status, pods, now)
-    # apply: create decision.create, delete decision.delete (pod names), the job if decision.delete_job,
+    # apply: keep the logs of decision.keep_logs, then create decision.create, delete decision.delete (pod
+    # names), the job if decision.delete_job,
     # post decision.events, write decision.status if it differs, come back after decision.requeue seconds
 """
 
@@ -31,6 +32,7 @@ from torchyard.operator.control.decide import (
     parse_time,
 )
 from torchyard.operator.errors import RenderError
+from torchyard.operator.kube.logs import configmap_name
 from torchyard.operator.kube.observe import PodState
 from torchyard.operator.kube.render import LABEL_ATTEMPT, render_k8s
 
@@ -46,10 +48,20 @@ BATCH_PAUSE_SECONDS = 1.0  # a fallback only: the new pods' watch events start t
 TERMINATING_WAIT_SECONDS = 120.0
 
 
+@dataclass(frozen=True)
+class KeepLogs:
+    """Read these pods' logs before deleting them (kube/logs.py keeps them): attempt `attempt` ended `why`."""
+
+    attempt: int
+    why: str
+    pods: list[str]
+
+
 @dataclass
 class PodDecision(Decision):
     create: list[dict[str, Any]] = field(default_factory=list)  # manifests, not yet adopted
     delete: list[str] = field(default_factory=list)  # pod names
+    keep_logs: KeepLogs | None = None
 
 
 class _Builder(StatusBuilder):
@@ -228,6 +240,10 @@ def _other_failures(b: _Builder, failed: list[PodState], told: PodState | None) 
 def _restart(b: _Builder, job: Job, current: list[PodState], reason: str, what: str, count: str) -> None:
     """End this attempt: its pods go, and the next attempt's resume from the last checkpoint."""
     message = f"{what}; restarting all {job.spec.nodes} node(s) from the last checkpoint ({count})"
+    failed = [p.name for p in sorted(current, key=lambda p: p.rank) if p.phase == "Failed"]
+    if failed:
+        b.d.keep_logs = KeepLogs(b.status["restarts"], message, failed)
+        message += f"; the failed pods' logs are kept in ConfigMap {configmap_name(job.metadata.name)}"
     b.status["restarts"] += 1
     b.cond(st.RESTARTING, "True", reason, message)
     b.clear(st.RUNNING, reason, message)

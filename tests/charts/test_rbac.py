@@ -5,12 +5,13 @@ ServiceAccount, RBAC and peering object as `helm template` renders them for a re
 (cluster-wide, then serving one namespace, with kopf peering), and the operator runs in-process with a token
 of that ServiceAccount, so a rule the chart lacks is refused (403) as it would be in a cluster. The scenario
 walks every code path that talks to the API: a name clash with a foreign pod (read back), a TestJob
-waiting for its TrainJob, a pod failing (gang restart: pods deleted), success, ttlSecondsAfterFinished (both
-jobs deleted), a job deleted by the user (its Service read and deleted), events, and kopf's peering and its
-scanning of CRDs and namespaces. What the operator asked for is read from the API server's audit log
-(scripts/cluster/up.sh logs every request of a torchyard-system ServiceAccount; the release's own account
-tells this test's requests apart), as (API group, resource, verb, namespace), and compared with the rules
-the chart renders (templates/_rbac.tpl) for the same watch mode: nothing missing, nothing extra.
+waiting for its TrainJob, a pod failing twice (gang restarts: logs kept, pods deleted), success,
+ttlSecondsAfterFinished (both jobs deleted), a job deleted by the user (its Service read and deleted),
+events, and kopf's peering and its scanning of CRDs and namespaces. What the operator asked for is read
+from the API server's audit log (scripts/cluster/up.sh logs every request of a torchyard-system
+ServiceAccount; the release's own account tells this test's requests apart), as (API group,
+resource, verb, namespace), and compared with the rules the chart renders (templates/_rbac.tpl) for the
+same watch mode: nothing missing, nothing extra.
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ async def scenario(cluster: Cluster) -> None:
         lambda s: any(c.get("reason") == "ChildConflict" for c in s.get("conditions", [])),
         what="ChildConflict",
     )
-    # a TestJob waiting for its TrainJob, which fails once (gang restart), succeeds, and is deleted (TTL)
+    # a TestJob waiting for its TrainJob, which fails twice (gang restarts), succeeds, and is deleted (TTL)
     test = {"apiVersion": "torchyard.dev/v1alpha1", "kind": "TestJob", "metadata": {"name": "digits-eval"},
             "spec": {"image": "torchyard/trainer:0.1.0", "config": "configs/digits_mlp.py",
                      "fromTrainJob": {"name": "digits-mlp", "which": "latest"},
@@ -218,6 +219,8 @@ async def scenario(cluster: Cluster) -> None:
     await cluster.running_pods(NODES)
     await cluster.kubelet.finish(NODES[1], 137)
     await cluster.running_pods(NODES, attempt=1)
+    await cluster.kubelet.finish(NODES[1], 137)  # the second restart replaces the kept logs of the first
+    await cluster.running_pods(NODES, attempt=2)
     await cluster.kubelet.finish(NODES[1], 0)
     await cluster.kubelet.finish(NODES[0], 0, termination(lastCheckpoint="/work_dir/epoch_1.pth"))
     await cluster.running_pods(["digits-eval-node-0"])

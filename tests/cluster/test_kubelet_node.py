@@ -97,6 +97,12 @@ def test_torchyard_logs_and_status_read_the_containers(runs):
     status = torchyard("status", "digits-mlp")
     assert re.search(r"^phase +Succeeded$", status, re.M), status
     assert re.search(r"^restarts +1 ", status, re.M), status
+    # the killed attempt's logs, read from the kubelet before the restart deleted its pods
+    kept = get("configmap", "digits-mlp-previous-logs")
+    assert "node-1.log" in kept["data"] and kept["metadata"]["annotations"]["torchyard.dev/attempt"] == "0"
+    assert not any(text.startswith("[no log") for text in kept["data"].values()), kept["data"]
+    assert any(re.search(r"epoch \d+/300", text) for text in kept["data"].values()), kept["data"]
+    assert torchyard("logs", "digits-mlp", "--previous", "--node", "1") == kept["data"]["node-1.log"]
 
 
 def test_the_testjob_evaluates_the_best_checkpoint_of_that_run(runs):

@@ -43,6 +43,8 @@ async def test_the_client_submits_waits_lists_and_cancels():
         assert (row.kind, row.name, row.phase, row.nodes) == ("TrainJob", "digits-mlp", "Succeeded", 2)
         with pytest.raises(ClientError, match="TrainJob digits-mlp has nodes 0-1, not node 2"):
             await asyncio.to_thread(client.logs, "digits-mlp", 2)
+        with pytest.raises(ClientError, match="digits-mlp has not been restarted after a failure"):
+            await asyncio.to_thread(client.previous_logs, "digits-mlp", 1)
         await asyncio.to_thread(client.cancel, "digits-mlp")
         await cluster.wait(lambda: _gone(client), what="the job deleted")
 
@@ -68,6 +70,9 @@ async def test_the_commands_say_what_happened_in_one_line(tmp_path):
         bad_node = await asyncio.to_thread(torchyard, cluster, "logs", "digits-mlp", "--node", "5")
         assert (bad_node.returncode, bad_node.stderr) == (
             2, "torchyard logs: TrainJob digits-mlp has nodes 0-1, not node 5\n")
+        both = await asyncio.to_thread(torchyard, cluster, "logs", "digits-mlp", "--previous", "--follow")
+        assert (both.returncode, both.stderr) == (
+            2, "torchyard logs: --previous prints what was kept of a finished attempt: drop --follow\n")
         cancelled = await asyncio.to_thread(torchyard, cluster, "cancel", "digits-mlp")
         assert cancelled.returncode == 0, cancelled.stderr
         missing = await asyncio.to_thread(torchyard, cluster, "status", "no-such-job")

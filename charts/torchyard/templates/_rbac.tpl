@@ -26,6 +26,14 @@ together with the operator's code.
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch, get, create, delete]
+# a restart reads the failed pods' logs before deleting them, and keeps them in the job's
+# <job>-previous-logs ConfigMap (created at the first restart, read back and replaced at the next)
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, create, update]
 # the headless Service of each job (the address of node 0)
 - apiGroups: [""]
   resources: [services]

@@ -58,6 +58,15 @@ async def test_one_pod_fails_whole_gang_restarts_then_succeeds():
 
         event = await cluster.wait(restart_told, what="a PodFailed event")
         assert "node 1 (pod digits-mlp-node-1) exited with code 137" in event["message"]
+        # the failed pod's log, read before the restart deleted it: the process node serves no logs, so
+        # the ConfigMap says why there is none (tests/cluster reads a real container's)
+        kept_path = resource_path("v1", "configmaps", cluster.ns, "digits-mlp-previous-logs")
+        kept = await cluster.api.get(kept_path)
+        job = await cluster.job("TrainJob", "digits-mlp")
+        assert [o["uid"] for o in kept["metadata"]["ownerReferences"]] == [job["metadata"]["uid"]]
+        assert kept["metadata"]["annotations"]["torchyard.dev/attempt"] == "0"
+        assert list(kept["data"]) == ["node-1.log"]
+        assert kept["data"]["node-1.log"].startswith("[no log of pod digits-mlp-node-1: ")
         await succeed_all(cluster, attempt=1)
         status = await cluster.wait_phase("TrainJob", "digits-mlp", "Succeeded")
         assert status["restarts"] == 1 and cond(status, "Restarting")["status"] == "False"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 
@@ -220,6 +221,23 @@ def test_silent_failure_waits_briefly_for_rank_zero(train_job):
 
 
 CRASH = {"status": "failed", "exitCode": 1, "reason": "RuntimeError", "message": "boom", "retryable": True}
+
+
+def test_a_restart_keeps_the_logs_of_the_failed_pods_of_the_ending_attempt(train_job):
+    status = {"phase": "Running", "restarts": 1}
+    pods = [pod(0, attempt=1), failed(1, 137, attempt=1), failed(2, 1, CRASH, attempt=1)]
+
+    d = decide(train_job(nodes=3), status, pods, NOW)
+
+    assert d.keep_logs is not None
+    assert d.keep_logs.attempt == 1 and d.keep_logs.pods == ["digits-mlp-node-1", "digits-mlp-node-2"]
+    assert "restarting all 3 node(s)" in d.keep_logs.why
+    # a job that fails for good keeps its exited pods (and their logs) until its TTL: nothing to copy
+    final = decide(train_job(backoffLimit=1, nodes=3), status, pods, NOW)
+    assert final.status["phase"] == "Failed" and final.keep_logs is None
+    # the next pass finds the old pods deleting: their logs are kept already
+    again = decide(train_job(nodes=3), d.status, [dataclasses.replace(p, deleting=True) for p in pods], NOW)
+    assert again.keep_logs is None
 
 
 def test_restart_policy_exit_code_fails_on_the_trainers_1_to_127_and_restarts_a_killed_node(train_job):
