@@ -10,7 +10,7 @@ TOOLS  ?= .tools
 HELM   := $(TOOLS)/bin/helm
 CHART  := charts/torchyard
 
-.PHONY: demo-tasks install system-deps tools chart-crds chart-test images demo test test-fast lint bench bench-env \
+.PHONY: demo-tasks install test-deps system-deps tools chart-crds chart-test images demo test test-fast lint bench bench-env \
 	slurm-submit clean cluster cluster-build cluster-down demo-k8s
 
 install: $(BIN)/.installed
@@ -20,6 +20,13 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e '.[trainer,tensorboard,operator,dev]' $(TORCH)
+	touch $@
+
+# what only the tests need beside the install: the MLflow extra (its tests log real runs to SQLite)
+test-deps: $(BIN)/.installed-test
+
+$(BIN)/.installed-test: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[mlflow]' $(TORCH)
 	touch $@
 
 demo: install
@@ -62,10 +69,10 @@ system-deps:
 	scripts/system-deps.sh
 
 # The operator's suites run on the real control plane (started by the tests, built here once).
-test: install system-deps tools cluster-build
+test: install test-deps system-deps tools cluster-build
 	$(BIN)/pytest
 
-test-fast: install tools cluster-build
+test-fast: install test-deps tools cluster-build
 	$(BIN)/pytest -m 'not e2e'
 
 # ruff's lint rules (pyproject.toml); the code is laid out by hand, so there is no format check.

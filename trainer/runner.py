@@ -206,12 +206,12 @@ class Runner:
         """visualizer.vis_backends and log_processor act through the LoggerHook."""
         logger_hook = next((hook for hook in self.hooks if isinstance(hook, LoggerHook)), None)
         backends = runtime.vis_backends(self.cfg)
-        if "tensorboard" in backends:
+        others = {kind: options for kind, options in backends.items() if kind != "local"}
+        if others:
             if logger_hook is None:
-                raise ConfigError("visualizer: TensorboardVisBackend needs default_hooks.logger, "
+                raise ConfigError(f"visualizer: {', '.join(others)} need default_hooks.logger, "
                                   "which is switched off")
-            logger_hook.tensorboard = True
-            logger_hook.tensorboard_dir = backends["tensorboard"]
+            logger_hook.backends.update(others)
         for warning in runtime.check_log_processor(self.cfg, logger_hook.interval if logger_hook else 0):
             self.logger.warning(warning)
 

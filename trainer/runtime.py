@@ -19,7 +19,13 @@ TRAIN_LOOPS = {"EpochBasedTrainLoop": True, "IterBasedTrainLoop": False}
 TRAIN_CFG_KEYS = {"type", "by_epoch", "max_epochs", "max_iters", "val_interval", "val_begin"}
 EVAL_LOOPS = {"val_cfg": "ValLoop", "test_cfg": "TestLoop"}
 VIS_BACKENDS = {"LocalVisBackend": "local", "TensorboardVisBackend": "tensorboard",
-                "TensorBoardVisBackend": "tensorboard"}
+                "TensorBoardVisBackend": "tensorboard", "MLflowVisBackend": "mlflow"}
+VIS_BACKEND_KEYS = {
+    "local": {"type", "save_dir"},
+    "tensorboard": {"type", "save_dir"},
+    "mlflow": {"type", "save_dir", "exp_name", "run_name", "tags", "params", "tracking_uri",
+               "artifact_suffix", "tracked_config_keys", "artifact_location"},
+}
 LOG_PROCESSOR_KEYS = {"type", "window_size", "by_epoch", "num_digits", "custom_cfg", "log_with_hierarchy",
                       "mean_pattern"}
 
@@ -131,28 +137,34 @@ def env_cfg(cfg: dict) -> EnvCfg:
     return EnvCfg(bool(section.get("cudnn_benchmark", False)), mp_cfg.get("mp_start_method"), backend)
 
 
-def vis_backends(cfg: dict) -> dict[str, str | None]:
-    """Where scalars go besides the log: "local" (the work dir's scalars.jsonl) and "tensorboard", each with
-    the directory its ``save_dir`` gives (None: the default)."""
+def vis_backends(cfg: dict) -> dict[str, dict]:
+    """Where scalars go besides the log: "local" (the work dir's scalars.jsonl), "tensorboard" and "mlflow",
+    each with its arguments (trainer/vis_backends.py); ``save_dir`` falls back to the visualizer's."""
     visualizer = cfg.get("visualizer")
     if not visualizer:
-        return {"local": None}
+        return {"local": {}}
     if not isinstance(visualizer, dict):
         raise ConfigError("visualizer: expected dict(type='Visualizer', vis_backends=[...]), "
                           f"got {visualizer!r}")
     _known(visualizer, {"type", "vis_backends", "name", "save_dir"}, "visualizer")
-    kinds: dict[str, str | None] = {}
+    kinds: dict[str, dict] = {}
     for i, backend in enumerate(visualizer.get("vis_backends") or [{"type": "LocalVisBackend"}]):
         where = f"visualizer.vis_backends[{i}]"
         kind = VIS_BACKENDS.get(backend.get("type") if isinstance(backend, dict) else backend)
         if kind is None:
             raise ConfigError(f"{where}: {backend!r} is not supported; use "
                               f"{', '.join(sorted(set(VIS_BACKENDS) - {'TensorboardVisBackend'}))}")
-        _known(backend, {"type", "save_dir"}, where)
-        save_dir = backend.get("save_dir") or visualizer.get("save_dir")
-        if kind == "local" and backend.get("save_dir"):
-            raise ConfigError(f"{where}.save_dir: scalars.jsonl is always written to the work dir; remove it")
-        kinds[kind] = save_dir if kind == "tensorboard" else None
+        options = dict(backend) if isinstance(backend, dict) else {"type": backend}
+        _known(options, VIS_BACKEND_KEYS[kind], where)
+        if kind == "local":
+            if options.get("save_dir"):
+                raise ConfigError(f"{where}.save_dir: scalars.jsonl is always written to the work dir; "
+                                  "remove it")
+            kinds[kind] = {}
+            continue
+        options.pop("type")
+        save_dir = options.get("save_dir") or visualizer.get("save_dir")
+        kinds[kind] = {**options, **({"save_dir": save_dir} if save_dir else {})}
     return kinds
 
 

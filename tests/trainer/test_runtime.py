@@ -74,12 +74,15 @@ def test_randomness_and_env_cfg() -> None:
 
 
 def test_visualizer_backends() -> None:
-    assert runtime.vis_backends({}) == {"local": None}
+    assert runtime.vis_backends({}) == {"local": {}}
     backends = [dict(type="LocalVisBackend"), dict(type="TensorboardVisBackend")]
     tensorboard = dict(type="Visualizer", vis_backends=backends, name="visualizer")
-    assert runtime.vis_backends({"visualizer": tensorboard}) == {"local": None, "tensorboard": None}
+    assert runtime.vis_backends({"visualizer": tensorboard}) == {"local": {}, "tensorboard": {}}
     tensorboard["vis_backends"][1]["save_dir"] = "runs/tb"
-    assert runtime.vis_backends({"visualizer": tensorboard})["tensorboard"] == "runs/tb"
+    assert runtime.vis_backends({"visualizer": tensorboard})["tensorboard"] == {"save_dir": "runs/tb"}
+    mlflow = dict(type="Visualizer", save_dir="runs",
+                  vis_backends=[dict(type="MLflowVisBackend", exp_name="x")])
+    assert runtime.vis_backends({"visualizer": mlflow}) == {"mlflow": {"exp_name": "x", "save_dir": "runs"}}
     wandb = dict(type="Visualizer", vis_backends=[dict(type="WandbVisBackend")])
     with pytest.raises(ConfigError, match=r"vis_backends\[0\]: .*WandbVisBackend.* is not supported"):
         runtime.vis_backends({"visualizer": wandb})

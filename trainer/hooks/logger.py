@@ -1,5 +1,6 @@
 """LoggerHook: every `interval` iterations the mean losses, lr, time, data time, eta and memory go to the
-log, to the work dir's scalars.jsonl, to a progress line on a TTY and, optionally, to TensorBoard.
+log, to the work dir's scalars.jsonl, to a progress line on a TTY and, optionally, to TensorBoard and MLflow
+(visualizer.vis_backends: trainer/vis_backends.py).
 
 Only rank 0 writes files; other ranks log warnings and errors to the console only.
 """
@@ -18,10 +19,10 @@ import torch
 import torch.distributed as dist
 
 from torchyard.contract.workdir import SCALARS
-from torchyard.trainer.config import ConfigError
 from torchyard.trainer.hooks import Hook
 from torchyard.trainer.logger import format_metrics, memory_mb
 from torchyard.trainer.registry import HOOKS
+from torchyard.trainer.vis_backends import MlflowSink, ScalarSink, TensorboardSink, run_status
 
 if TYPE_CHECKING:
     from torchyard.trainer.runner import Runner
@@ -38,8 +39,8 @@ class LoggerHook(Hook):
     def __init__(self, interval: int = 10, tensorboard: bool = False,
                  log_metric_by_epoch: bool = True) -> None:
         self.interval = interval
-        self.tensorboard = tensorboard
-        self.tensorboard_dir: str | None = None  # None: the work dir's tensorboard/
+        # kind -> its arguments, from visualizer.vis_backends (Runner._configure_logging)
+        self.backends: dict[str, dict] = {"tensorboard": {}} if tensorboard else {}
         # mmengine's meaning: TensorBoard plots validation metrics over epochs (else over iterations).
         self.log_metric_by_epoch = log_metric_by_epoch
         self._sums: dict[str, torch.Tensor] = {}
@@ -48,15 +49,13 @@ class LoggerHook(Hook):
         self._window_start = 0.0
         self._iter_times: list[float] = []
         self._scalars: TextIO | None = None
-        self._writer = None
+        self._sinks: list[ScalarSink] = []
         self._tty = sys.stdout.isatty()
 
     def before_train(self, runner: Runner) -> None:
         if runner.env.is_main:
             self._scalars = open(runner.work_dir / SCALARS, "a")  # noqa: SIM115 - closed in after_run
-            if self.tensorboard:
-                directory = Path(self.tensorboard_dir or runner.work_dir / "tensorboard")
-                self._writer = _tensorboard_writer(directory)
+            self._sinks = [self._sink(kind, options, runner) for kind, options in self.backends.items()]
         self._window_start = time.perf_counter()
 
     def after_train_iter(self, runner: Runner, losses: dict[str, torch.Tensor]) -> None:
@@ -119,8 +118,16 @@ class LoggerHook(Hook):
         if self._scalars:
             self._scalars.close()
             self._scalars = None
-        if self._writer:
-            self._writer.close()
+        status = run_status()
+        for sink in self._sinks:
+            sink.close(status)
+        self._sinks = []
+
+    @staticmethod
+    def _sink(kind: str, options: dict, runner: Runner) -> ScalarSink:
+        if kind == "tensorboard":
+            return TensorboardSink(Path(options.get("save_dir") or runner.work_dir / "tensorboard"))
+        return MlflowSink(options, runner.work_dir, runner.cfg.to_dict())
 
     def _write(self, record: dict, step: int) -> None:
         if self._scalars:
@@ -128,10 +135,11 @@ class LoggerHook(Hook):
             stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
             self._scalars.write(json.dumps({**record, "timestamp": stamp}) + "\n")
             self._scalars.flush()
-        if self._writer:
-            for key, value in record.items():
-                if isinstance(value, float) and key not in ("epoch", "iter"):
-                    self._writer.add_scalar(f"{record['mode']}/{key}", value, step)
+        if self._sinks:
+            scalars = {key: value for key, value in record.items()
+                       if isinstance(value, float) and key not in ("epoch", "iter")}
+            for sink in self._sinks:
+                sink.write(record["mode"], scalars, step)
 
 
 def _file_only(logger: logging.Logger, message: str) -> None:
@@ -141,11 +149,3 @@ def _file_only(logger: logging.Logger, message: str) -> None:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
 
-
-def _tensorboard_writer(log_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ConfigError("TensorBoard logging (visualizer's TensorboardVisBackend) needs the tensorboard "
-                          "package: pip install 'torchyard[tensorboard]'") from None
-    return SummaryWriter(str(log_dir))

@@ -1,9 +1,12 @@
+import os
+import signal
 import sys
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from torchyard.trainer.config import Config, ConfigError
+from torchyard.trainer.hooks import Hook
 from torchyard.trainer.runner import Runner
 
 from ..runner_helpers import make_cfg
@@ -43,3 +46,74 @@ def test_without_the_package_the_error_names_the_extra(tmp_path, monkeypatch):
     expected = r"needs the tensorboard package: pip install 'torchyard\[tensorboard\]'"
     with pytest.raises(ConfigError, match=expected):
         Runner(Config(cfg)).train()
+
+
+# ---- MLflow ------------------------------------------------------------------------------------------------
+
+
+class StopAt(Hook):
+    """SIGTERM to this process after iteration `at`: the run stops at a checkpoint."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def after_train_iter(self, runner, losses) -> None:
+        if runner.iter == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def mlflow_cfg(tmp_path, **backend) -> dict:
+    visualizer = dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend"),
+                                                       dict(type="MLflowVisBackend", **backend)])
+    return make_cfg(tmp_path / "wd", visualizer=visualizer, train_cfg=dict(by_epoch=True, max_epochs=2))
+
+
+def test_the_mlflow_backend_logs_a_finished_run_to_sqlite_in_the_work_dir(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    cfg = mlflow_cfg(tmp_path, exp_name="digits", run_name="first", tags={"team": "vision"},
+                     params={"note": "smoke"})
+    runner = Runner(Config(cfg))
+    runner.train()
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'wd' / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    assert (run.info.run_name, run.info.status, run.data.tags["team"]) == ("first", "FINISHED", "vision")
+    assert run.data.params["model.type"] == "DigitsCNN" and run.data.params["note"] == "smoke"
+    accuracy = client.get_metric_history(run.info.run_id, "val/accuracy/top1")
+    assert [m.step for m in accuracy] == [1, 2]  # by epoch, as in TensorBoard
+    assert accuracy[-1].value == pytest.approx(runner.last_metrics["accuracy/top1"])
+    losses = client.get_metric_history(run.info.run_id, "train/loss")
+    assert losses and losses[-1].step == runner.iter
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "train.log" in artifacts and any(path.endswith(".py") for path in artifacts)  # the merged config
+    assert (tmp_path / "wd" / "mlartifacts").is_dir()
+
+
+def test_tracked_config_keys_limit_the_params_and_a_stopped_run_is_killed(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from torchyard.trainer.loops import TrainingInterrupted
+
+    cfg = mlflow_cfg(tmp_path, tracked_config_keys=["model", "train_cfg.max_epochs"],
+                     save_dir=str(tmp_path / "ml"))
+    cfg["custom_hooks"] = [dict(type=StopAt, at=5)]
+    with pytest.raises(TrainingInterrupted):
+        Runner(Config(cfg)).train()
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'ml' / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("Default").experiment_id])
+    assert set(run.data.params) == {"model.type", "model.channels", "model.dropout", "train_cfg.max_epochs"}
+    assert run.info.status == "KILLED"
+
+
+def test_without_mlflow_the_error_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow.tracking", None)  # as if mlflow were not installed
+
+    with pytest.raises(ConfigError, match=r"needs the mlflow package: pip install 'torchyard\[mlflow\]'"):
+        Runner(Config(mlflow_cfg(tmp_path))).train()
+
+
+def test_an_unknown_mlflow_argument_is_refused_by_name(tmp_path):
+    with pytest.raises(ConfigError, match=r"visualizer.vis_backends\[1\].*unknown.*experiment"):
+        Runner(Config(mlflow_cfg(tmp_path, experiment="x"))).train()
