@@ -3,7 +3,7 @@
 Never imports torch.
 """
 
-__all__ = ["Client"]
+__all__ = ["Client", "SlurmJobs"]
 
 
 def __getattr__(name: str):
@@ -12,4 +12,8 @@ def __getattr__(name: str):
         from torchyard.operator.client import Client
 
         return Client
+    if name == "SlurmJobs":
+        from torchyard.operator.slurm.jobs import SlurmJobs
+
+        return SlurmJobs
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,7 +29,7 @@ from torchyard.operator.slurm.bridge import (
     local_records,
     log_paths,
     read_record,
-    submit_job,
+    submit_jobs,
     wait_for_job,
 )
 from torchyard.operator.slurm.client import SlurmClient
@@ -100,21 +100,15 @@ def submit_command(args: argparse.Namespace) -> int:
             sys.stdout.write(render_slurm(job, train_job_of(job, jobs, extra)))
         return 0
     client = SlurmClient()
-    submitted: dict[str, str] = {}  # TrainJob name -> job id, for TestJobs later in the same file
-    records = []
-    for job in jobs:
-        after = None
-        if job.spec.train_job_name is not None:
-            after = submitted.get(job.spec.train_job_name)
-        record = submit_job(job, train_job_of(job, jobs, extra), client, after=after)
-        if job.kind == "TrainJob":
-            submitted[job.metadata.name] = record.job_id
-        records.append(record)
+
+    def submitted(record: Record, after: str | None) -> None:
         print(record.job_id, flush=True)
         waits = f", after job {after} succeeds" if after else ""
-        logs = log_paths(record)[0]
-        _say(args, f"{job.kind} {job.metadata.name} is Slurm job {record.job_id}{waits}; logs: {logs}")
-        _check_startable(args, client, record)
+        _say(args, f"{record.kind} {record.name} is Slurm job {record.job_id}{waits}; "
+                   f"logs: {log_paths(record)[0]}")
+        _check_startable(client, record)
+
+    records = submit_jobs(jobs, extra, client, on_submitted=submitted)
     if not (args.wait or args.follow):
         return 0
     code = 0
@@ -123,7 +117,7 @@ def submit_command(args: argparse.Namespace) -> int:
     return code
 
 
-def _check_startable(args: argparse.Namespace, client: SlurmClient, record: Record) -> None:
+def _check_startable(client: SlurmClient, record: Record) -> None:
     """A request that can never be met fails the submission at once (the job is cancelled)."""
     info = client.show_job(record.job_id)
     if info is not None and job_phase(info).unsatisfiable:

@@ -29,15 +29,14 @@ from typing import Any
 
 import kopf
 
-from torchyard.contract import workdir
 from torchyard.operator.api import conditions as c
-from torchyard.operator.api.spec import GROUP, KINDS, VERSION, Job, TestJob, TrainJob
+from torchyard.operator.api.spec import GROUP, KINDS, VERSION, Job, TrainJob
 from torchyard.operator.control.decide import TERMINAL, Decision, rejected
 from torchyard.operator.control.kubeapi import job_path
 from torchyard.operator.control.loop import JobKey, JobLoop, OperatorState
 from torchyard.operator.errors import NotAllowed, RenderError, SlurmError
 from torchyard.operator.launch.command import work_dir_path
-from torchyard.operator.slurm.bridge import read_record, submit_job
+from torchyard.operator.slurm.bridge import read_progress, read_record, submit_job
 from torchyard.operator.slurm.client import SlurmClient
 from torchyard.operator.slurm.decide import SlurmDecision, SlurmView, decide
 from torchyard.operator.slurm.observe import is_terminal
@@ -105,25 +104,6 @@ def is_transient(err: SlurmError) -> bool:
     return any(text.lower() in str(err).lower() for text in TRANSIENT)
 
 
-def read_progress(job: Job, work_dir: Path) -> dict[str, Any]:
-    """Status fields from the work dir, as the pod path takes them from rank 0's termination message."""
-    if isinstance(job, TestJob):
-        result = workdir.read_test_result(work_dir)
-        if result is None:
-            return {}
-        raw = result.get("metrics") or {}
-        return {
-            "metrics": c.status_metrics(raw)[0],
-            "headlineMetric": c.headline(raw),
-            "checkpoint": result.get("checkpoint"),
-        }
-    return {
-        "metrics": c.status_metrics(workdir.last_val_metrics(work_dir))[0],
-        "lastCheckpoint": workdir.read_pointer(work_dir, "latest"),
-        "bestCheckpoint": workdir.read_pointer(work_dir, "best"),
-    }
-
-
 def observe(client: SlurmClient, job_id: str, work_dir: Path) -> dict[str, str] | None:
     """`scontrol show job`, kept in the work dir's record as `torchyard slurm status` does; a finished job
     Slurm has forgotten (MinJobAge) is its last state there, if that was seen (e.g. before a restart)."""
@@ -170,7 +150,7 @@ class SlurmJob:
             view, progress = SlurmView(self.job_id), {}
         else:
             view = await self._view(work_dir)
-            progress = await asyncio.to_thread(read_progress, job, work_dir)
+            progress = await asyncio.to_thread(read_progress, job.kind, work_dir)
         decision = decide(job, loop.status, view, now, progress, train_job, train_status)
         if decision.cancel:
             await self._cancel(decision.cancel)

@@ -22,7 +22,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from torchyard.contract import workdir
+from torchyard.operator.api import conditions as c
+from torchyard.operator.api.jobfile import train_job_of
 from torchyard.operator.api.spec import Job
 from torchyard.operator.errors import SlurmError, Unschedulable
 from torchyard.operator.launch.command import work_dir_path
@@ -123,6 +127,28 @@ def submit_job(
     return record
 
 
+def submit_jobs(
+    jobs: list[Job],
+    extra: list[Job] | None = None,
+    client: SlurmClient | None = None,
+    cwd: str | Path | None = None,
+    on_submitted: Callable[[Record, str | None], None] = lambda record, after: None,
+) -> list[Record]:
+    """Submit a file's jobs in order; a TestJob whose TrainJob comes earlier waits for it (afterok), one in
+    `extra` (another file) is read only. `on_submitted(record, after)` hears of each before the next goes."""
+    client = client or SlurmClient()
+    submitted: dict[str, str] = {}  # TrainJob name -> job id, for TestJobs later in the same file
+    records = []
+    for job in jobs:
+        after = submitted.get(job.spec.train_job_name) if job.spec.train_job_name is not None else None
+        record = submit_job(job, train_job_of(job, jobs, extra or []), client, cwd=cwd, after=after)
+        if job.kind == "TrainJob":
+            submitted[job.metadata.name] = record.job_id
+        records.append(record)
+        on_submitted(record, after)
+    return records
+
+
 def find_record(
     target: str, client: SlurmClient | None = None, cwd: str | Path | None = None
 ) -> Record | None:
@@ -153,6 +179,25 @@ def find_record(
             if found:
                 return found
     return None
+
+
+def read_progress(kind: str, work_dir: str | Path) -> dict[str, Any]:
+    """Status fields from the work dir, as the pod path takes them from rank 0's termination message."""
+    if kind == "TestJob":
+        result = workdir.read_test_result(work_dir)
+        if result is None:
+            return {}
+        raw = result.get("metrics") or {}
+        return {
+            "metrics": c.status_metrics(raw)[0],
+            "headlineMetric": c.headline(raw),
+            "checkpoint": result.get("checkpoint"),
+        }
+    return {
+        "metrics": c.status_metrics(workdir.last_val_metrics(work_dir))[0],
+        "lastCheckpoint": workdir.read_pointer(work_dir, "latest"),
+        "bestCheckpoint": workdir.read_pointer(work_dir, "best"),
+    }
 
 
 def local_records(cwd: str | Path | None = None) -> list[Record]:

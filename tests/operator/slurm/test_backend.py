@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from torchyard.operator.errors import SlurmError
-from torchyard.operator.slurm.backend import is_transient, read_progress
+from torchyard.operator.slurm.backend import is_transient
+from torchyard.operator.slurm.bridge import read_progress
 
 
 def test_progress_comes_from_the_work_dir(tmp_path, train_job, test_job):
@@ -14,14 +15,14 @@ def test_progress_comes_from_the_work_dir(tmp_path, train_job, test_job):
         json.dumps({"mode": "val", "epoch": 1, "iter": 9, "accuracy/top1": 50.0}) + "\n"
     )
     (tmp_path / "last_checkpoint").write_text(f"{tmp_path}/epoch_1.pth\n")
-    progress = read_progress(train_job(), tmp_path)
+    progress = read_progress("TrainJob", tmp_path)
     assert progress == {
         "metrics": {"accuracy/top1": 50.0},
         "lastCheckpoint": f"{tmp_path}/epoch_1.pth",
         "bestCheckpoint": None,
     }
     (tmp_path / "metrics.json").write_text(json.dumps({"metrics": {"a/b": 1.5}, "checkpoint": "/c.pth"}))
-    tested = read_progress(test_job(), tmp_path)
+    tested = read_progress("TestJob", tmp_path)
     assert tested == {"metrics": {"a/b": 1.5}, "headlineMetric": "a/b: 1.5", "checkpoint": "/c.pth"}
 
 
