@@ -12,7 +12,9 @@ import time
 from typing import TYPE_CHECKING
 
 import torch
+import torch.distributed as dist
 
+from torchyard.trainer.config import ConfigError
 from torchyard.trainer.data import set_train_position
 from torchyard.trainer.evaluation import Evaluator
 
@@ -114,14 +116,31 @@ def run_eval_loop(runner: Runner, loader: DataLoader, evaluator: Evaluator, mode
     model = runner.unwrapped_model
     was_training = model.training
     model.eval()
+    batch = None
     for batch in loader:
         batch = runner.prepare(batch, training=False)
         with runner.autocast():
             outputs = model(batch, mode="predict")
         evaluator.process(batch, outputs)
         runner.call_hook(f"after_{mode}_iter", batch=batch, outputs=outputs)
+    if runner.fsdp:
+        _match_forward_count(runner, model, len(loader), batch)
     model.train(was_training)
     return evaluator.evaluate(runner.env)
+
+
+def _match_forward_count(runner: Runner, model: torch.nn.Module, done: int, batch: dict | None) -> None:
+    """A sharded model's forward is a collective (it gathers the parameters), and evaluation shards the data
+    without padding: a rank with fewer batches runs its last one again, unscored, until all have run as
+    many forwards."""
+    most = torch.tensor([done], device=runner.device)
+    dist.all_reduce(most, op=dist.ReduceOp.MAX)
+    if batch is None and int(most.item()):
+        raise ConfigError("a sharded model needs a batch of evaluation data on every rank: this rank got "
+                          "none; use fewer processes or more evaluation samples")
+    for _ in range(int(most.item()) - done):
+        with runner.autocast():
+            model(batch, mode="predict")
 
 
 def total_loss(losses: dict[str, torch.Tensor]) -> torch.Tensor:

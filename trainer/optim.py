@@ -81,6 +81,8 @@ class OptimWrapper:
             params = [p for group in self.optimizer.param_groups for p in group["params"]
                       if p.grad is not None]
             norm = self.clip(params)
+            if hasattr(norm, "full_tensor"):  # a sharded model's gradients give a DTensor norm
+                norm = norm.full_tensor()
             self.last_grad_norm = None if norm is None else float(norm)
         if self.scaler:
             self.scaler.step(self.optimizer)
@@ -128,7 +130,9 @@ class OptimWrapper:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        """``state["optimizer"]`` None: the optimizer's state is loaded elsewhere (a sharded model's)."""
+        if state["optimizer"] is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
 

@@ -25,7 +25,7 @@ import torchyard.trainer.hooks.visualization
 import torchyard.trainer.metrics
 import torchyard.trainer.models
 import torchyard.trainer.tasks  # noqa: F401 - importing registers the built-in hooks, metrics, models
-from torchyard.trainer import runtime
+from torchyard.trainer import fsdp, runtime
 from torchyard.trainer.checkpoint import CheckpointManager, load_checkpoint, resolve_checkpoint
 from torchyard.trainer.config import Config, ConfigError
 from torchyard.trainer.data import build_dataloader
@@ -95,13 +95,26 @@ class Runner:
         model_cfg, self.data_preprocessor = build_data_preprocessor(cfg)
         model = MODELS.build(model_cfg, where="model").to(self.device)
         check_batches_stack_for(model, self.data_preprocessor, cfg)
-        ddp_kwargs = runtime.ddp_kwargs(cfg)
-        self.model = DistributedDataParallel(model, **ddp_kwargs) if self.env.distributed else model
+        shard_options = fsdp.options(cfg)
+        ddp_options = runtime.ddp_kwargs(cfg) if shard_options is None else {}  # checked in every run
+        # like DDP, FSDP wraps only a distributed run: one process (torchyard-test of the config) runs as is
+        self.fsdp = shard_options is not None and self.env.distributed
+        if shard_options is not None and not self.fsdp:
+            self.logger.warning("model_wrapper_cfg.type=FullyShard: one process, nothing to shard across; "
+                                "the model runs unsharded")
+        if self.fsdp:
+            model = fsdp.shard(model, shard_options, self.device)
+        elif self.env.distributed:
+            model = DistributedDataParallel(model, **ddp_options)
+        self.model = model
         self.hooks = build_hooks({**DEFAULT_HOOKS, **cfg.get("default_hooks", {})}, cfg.get("custom_hooks"))
         self.checkpoints = CheckpointManager(self.work_dir, logger=self.logger, sync_in_background=True)
         for hook in self.hooks:
             if isinstance(hook, CheckpointHook):
                 hook.configure(self.checkpoints, self.work_dir)
+            if self.fsdp and type(hook).__name__ == "EMAHook":
+                raise ConfigError("custom_hooks: EMAHook with model_wrapper_cfg.type=FullyShard is not "
+                                  "supported (its average would be a full copy on every rank); remove one")
         self.amp_dtype = None
         self.train_loop = TrainLoop(self)
         self.data_time = 0.0
@@ -121,6 +134,13 @@ class Runner:
         self.logger.info(f"torch {torch.__version__}, device {self.device}, "
                          f"world size {self.env.world_size}, seed {self.seed}, "
                          f"deterministic {self.deterministic}, work dir {self.work_dir}")
+
+    def load_model_state(self, state: dict[str, torch.Tensor], strict: bool = True) -> None:
+        """Full weights into the model (each rank keeps its shard of a sharded one)."""
+        if self.fsdp:
+            fsdp.load_model_state(self.model, state, strict=strict)
+        else:
+            self.unwrapped_model.load_state_dict(state, strict=strict)
 
     @property
     def unwrapped_model(self) -> torch.nn.Module:
@@ -268,8 +288,14 @@ class Runner:
             dist.all_gather_object(every_rank, rng)
         else:
             every_rank = [rng]
+        if self.fsdp:  # gathered from every rank's shards: a collective too
+            model_state = fsdp.model_state(self.model)
+            optim_state = {**self.optim_wrapper.state_dict(),
+                           "optimizer": fsdp.optimizer_state(self.model, self.optim_wrapper.optimizer)}
         if not self.env.is_main:
             return None
+        if not self.fsdp:
+            model_state, optim_state = self.unwrapped_model.state_dict(), self.optim_wrapper.state_dict()
         return {
             "meta": {
                 "epoch": self.epoch, "iter": self.iter, "inner_iter": self.inner_iter,
@@ -277,8 +303,8 @@ class Runner:
                 "seed": self.seed, "torch_version": str(torch.__version__), "config": self.cfg.pretty_text,
                 "time": time.time(),
             },
-            "state_dict": self.unwrapped_model.state_dict(),
-            "optim_wrapper": self.optim_wrapper.state_dict(),
+            "state_dict": model_state,
+            "optim_wrapper": optim_state,
             "param_schedulers": [s.state_dict() for s in self.iter_schedulers + self.epoch_schedulers],
             "rng": every_rank,
             "hooks": {},
@@ -322,8 +348,13 @@ class Runner:
             # This run drew a new seed; the resumed one must shuffle the data as the interrupted one did.
             self.seed = self.train_dataloader.sampler.seed = meta["seed"]
             self.logger.info(f"randomness.seed=None: continuing with the interrupted run's seed {self.seed}")
-        self.unwrapped_model.load_state_dict(state["state_dict"])
-        self.optim_wrapper.load_state_dict(state["optim_wrapper"])
+        self.load_model_state(state["state_dict"])
+        if self.fsdp:
+            optimizer = self.optim_wrapper.optimizer
+            fsdp.load_optimizer_state(self.model, optimizer, state["optim_wrapper"]["optimizer"])
+            self.optim_wrapper.load_state_dict({**state["optim_wrapper"], "optimizer": None})
+        else:
+            self.optim_wrapper.load_state_dict(state["optim_wrapper"])
         schedulers = self.iter_schedulers + self.epoch_schedulers
         if len(state["param_schedulers"]) != len(schedulers):
             raise ConfigError(f"--resume {path}: it has {len(state['param_schedulers'])} param schedulers, "
@@ -376,8 +407,7 @@ class Runner:
                               for label, keys in problems.items() if keys)
             raise ConfigError(f"{what} {path} does not fit the model of {self.cfg.filename or 'this config'} "
                               f"({found}); test it with the config it was trained with")
-        self.unwrapped_model.load_state_dict({k: v for k, v in weights.items() if k not in mismatched},
-                                             strict=False)
+        self.load_model_state({k: v for k, v in weights.items() if k not in mismatched}, strict=False)
         for label, keys in problems.items():
             if keys:
                 self.logger.warning(f"{what} {path}: {len(keys)} {label}: {', '.join(keys)}")

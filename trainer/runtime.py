@@ -32,7 +32,8 @@ LOG_PROCESSOR_KEYS = {"type", "window_size", "by_epoch", "num_digits", "custom_c
 # mmengine keys whose feature torchyard does not have: refused, saying what to do instead.
 REFUSED = {
     "compile": "torch.compile is not supported yet; remove compile",
-    "strategy": "FlexibleRunner strategies (DeepSpeed, FSDP, ColossalAI) are not supported; remove strategy",
+    "strategy": "FlexibleRunner strategies (DeepSpeed, FSDP, ColossalAI) are not supported; for FSDP set "
+                "model_wrapper_cfg=dict(type='FullyShard') and remove strategy",
     "cfg": "cfg is mmengine's Runner argument, not a config key; remove it",
 }
 # mmengine keys only used by something torchyard does not do: tolerated, with a warning saying so.
@@ -69,7 +70,7 @@ def ddp_kwargs(cfg: dict) -> dict[str, Any]:
     kind = wrapper.pop("type", "MMDistributedDataParallel")
     if kind not in MODEL_WRAPPERS:
         raise ConfigError(f"model_wrapper_cfg.type: {kind!r} is not supported; use "
-                          f"{' or '.join(sorted(MODEL_WRAPPERS))}")
+                          f"{' or '.join(sorted(MODEL_WRAPPERS))} (DDP), or FullyShard (FSDP2)")
     _known(wrapper, DDP_ARGS, "model_wrapper_cfg")
     if wrapper.pop("detect_anomalous_params", False):
         raise ConfigError("model_wrapper_cfg.detect_anomalous_params: not supported; "
