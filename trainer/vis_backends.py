@@ -8,12 +8,13 @@ mmengine's names. Rank 0 writes; each backend's package is an extra, and a missi
     ])
 
 MLflow needs no server: by default the run goes to ``<work dir>/mlflow.db`` (SQLite) with its artifacts in
-``<work dir>/mlartifacts`` (``mlflow ui --backend-store-uri sqlite:///work_dirs/x/mlflow.db`` shows it);
+``<work dir>/mlruns`` (``mlflow ui --backend-store-uri sqlite:///work_dirs/x/mlflow.db`` shows it);
 ``tracking_uri`` names a tracking server instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -61,14 +62,16 @@ class MlflowSink:
                               "pip install 'torchyard[mlflow]'") from None
         save_dir = Path(options.get("save_dir") or work_dir).absolute()
         save_dir.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(options.get("tracking_uri") or f"sqlite:///{save_dir / 'mlflow.db'}")
         name = options.get("exp_name") or "Default"
-        experiment = self.client.get_experiment_by_name(name)
-        if experiment is None:
-            location = options.get("artifact_location") or (save_dir / "mlartifacts").as_uri()
-            experiment_id = self.client.create_experiment(name, artifact_location=location)
-        else:
-            experiment_id = experiment.experiment_id
+        # MLflow roots a store's artifacts at ./mlruns of the process's directory when it opens it: opened
+        # from the save dir, they stay beside the database instead of wherever the trainer was started
+        with contextlib.chdir(save_dir):
+            self.client = MlflowClient(options.get("tracking_uri") or f"sqlite:///{save_dir / 'mlflow.db'}")
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                experiment_id = self.client.create_experiment(name, options.get("artifact_location"))
+            else:
+                experiment_id = experiment.experiment_id
         tags = {key: str(value) for key, value in (options.get("tags") or {}).items()}
         self.run_id = self.client.create_run(experiment_id, run_name=options.get("run_name"),
                                              tags=tags).info.run_id

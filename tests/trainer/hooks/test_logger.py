@@ -68,9 +68,11 @@ def mlflow_cfg(tmp_path, **backend) -> dict:
     return make_cfg(tmp_path / "wd", visualizer=visualizer, train_cfg=dict(by_epoch=True, max_epochs=2))
 
 
-def test_the_mlflow_backend_logs_a_finished_run_to_sqlite_in_the_work_dir(tmp_path):
+def test_the_mlflow_backend_logs_a_finished_run_to_sqlite_in_the_work_dir(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the trainer started from another directory
     cfg = mlflow_cfg(tmp_path, exp_name="digits", run_name="first", tags={"team": "vision"},
                      params={"note": "smoke"})
     runner = Runner(Config(cfg))
@@ -87,12 +89,13 @@ def test_the_mlflow_backend_logs_a_finished_run_to_sqlite_in_the_work_dir(tmp_pa
     assert losses and losses[-1].step == runner.iter
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "train.log" in artifacts and any(path.endswith(".py") for path in artifacts)  # the merged config
-    assert (tmp_path / "wd" / "mlartifacts").is_dir()
+    assert (tmp_path / "wd" / "mlruns").is_dir() and not list((tmp_path / "elsewhere").iterdir())
 
 
-def test_tracked_config_keys_limit_the_params_and_a_stopped_run_is_killed(tmp_path):
+def test_tracked_config_keys_limit_the_params_and_a_stopped_run_is_killed(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
+    monkeypatch.chdir(tmp_path)
     from torchyard.trainer.loops import TrainingInterrupted
 
     cfg = mlflow_cfg(tmp_path, tracked_config_keys=["model", "train_cfg.max_epochs"],
@@ -105,6 +108,8 @@ def test_tracked_config_keys_limit_the_params_and_a_stopped_run_is_killed(tmp_pa
     [run] = client.search_runs([client.get_experiment_by_name("Default").experiment_id])
     assert set(run.data.params) == {"model.type", "model.channels", "model.dropout", "train_cfg.max_epochs"}
     assert run.info.status == "KILLED"
+    assert (tmp_path / "ml" / "mlruns" / "0").is_dir()  # MLflow's Default experiment, beside its database
+    assert not (tmp_path / "mlruns").exists()
 
 
 def test_without_mlflow_the_error_names_the_extra(tmp_path, monkeypatch):
