@@ -222,6 +222,17 @@ def lines(data: dict[str, dict]) -> list[Line]:
                 f"{o['cpu']:.2f} s CPU for {o['reconciles']:.0f} reconciles",
             )
         )
+        kubeflow = o.get("kubeflow")
+        if kubeflow:
+            for what, ours, theirs, unit in (
+                ("one 2-pod job, p50 (ms)", o["single_p50"] * 1e3, kubeflow["single_p50"] * 1e3, ".1f"),
+                (f"burst of {o['burst_jobs']} jobs (s)", o["burst"], kubeflow["burst"], ".2f"),
+            ):
+                rows.append(Line(f"API create -> all pods, {what}, vs Kubeflow training-operator",
+                                 f"{ours:{unit}}", f"{theirs:{unit}}", ours / theirs, "", None))
+        else:
+            rows.append(Line("API create -> all pods vs Kubeflow training-operator", "-", "-", None, "", None,
+                             f"unavailable: {o.get('kubeflow_why') or 'not run'}"))
     else:
         rows.append(
             missing("operator_latency", data, "API create -> all pods (operator vs plain calls)", "< 10 s")
