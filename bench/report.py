@@ -2,7 +2,8 @@
 
 Reads the ``--json`` files the benches wrote into a folder (bench/run_all.py passes bench/.out/), rewrites
 the top of bench/results.md (title, machine, summary table, the chart) and keeps the benches' own sections
-below it, dropping sections of benches that did not run this time (their numbers would be from another run),
+below it, dropping sections of make bench's benches that did not run this time (their numbers would be from
+another run; a bench run on its own, such as operator_memory, keeps its section, which names its run),
 and renders bench/results.png with matplotlib's Agg backend.
 
     bench/.venv/bin/python bench/report.py bench/.out        # after bench/run_all.py, or any of the benches
@@ -311,11 +312,12 @@ def chart(rows: list[Line], path: Path) -> None:
 
 
 def sections(text: str, keep: set[str]) -> str:
-    """The benches' own ``## name`` sections of results.md, only those in `keep`, in BENCHES order."""
+    """The benches' own ``## name`` sections of results.md: of make bench's, those in `keep`, in BENCHES
+    order; then those of benches run on their own (operator_memory), each of which names its own run."""
     found = dict(re.findall(r"^## (\w+)\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL))
-    return "\n".join(
-        f"## {name}\n{found[name].rstrip()}\n" for name in BENCHES if name in keep and name in found
-    )
+    names = [name for name in BENCHES if name in keep and name in found]
+    names += [name for name in found if name not in BENCHES and name != "summary"]
+    return "\n".join(f"## {name}\n{found[name].rstrip()}\n" for name in names)
 
 
 def write(data: dict[str, dict], command: str) -> list[Line]:

@@ -1,5 +1,6 @@
 """The README's numbers are the recorded ones: its task table is bench/tasks.md's (written by
-`make demo-tasks`), and the size of the malformed-input corpus it quotes is the one the tests run."""
+`make demo-tasks`), its benchmark table is bench/results.md's summary (written by `make bench`), and the size
+of the malformed-input corpus it quotes is the one the tests run."""
 
 from __future__ import annotations
 
@@ -28,6 +29,14 @@ def test_the_task_table_is_the_one_make_demo_tasks_recorded():
     recorded = table_rows((REPO / "bench/tasks.md").read_text(), header)
 
     assert len(recorded) == 7
+    assert table_rows(README, header) == recorded
+
+
+def test_the_benchmark_table_is_the_one_make_bench_recorded():
+    header = "| measure | torchyard | baseline (same run) | ratio | target | met | note |"
+    recorded = table_rows((REPO / "bench/results.md").read_text(), header)
+
+    assert len(recorded) > 10
     assert table_rows(README, header) == recorded
 
 
