@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from torchyard.trainer.config import Config
+from torchyard.trainer.hooks import Hook
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -38,6 +40,17 @@ def make_cfg(work_dir: Path, **overrides) -> dict:
     )
     cfg.update(overrides)
     return cfg
+
+
+class SignalAt(Hook):
+    """Sends this process SIGTERM after iteration ``at``, as Kubernetes or Slurm would."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def after_train_iter(self, runner, losses) -> None:
+        if runner.iter == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def assert_same_training_state(a: dict, b: dict) -> None:

@@ -13,7 +13,6 @@ from torchyard.trainer.config import ConfigError
 
 from .runner_helpers import (
     BIN,
-    FAULT_HOOKS,
     assert_same_training_state,
     final_state,
     make_cfg,
@@ -22,12 +21,6 @@ from .runner_helpers import (
 )
 
 FULLY_SHARD = dict(type="FullyShard")
-
-
-@pytest.fixture
-def fault_hooks(tmp_path):
-    (tmp_path / "fault_hooks.py").write_text(FAULT_HOOKS)
-    return "fault_hooks"
 
 
 def config(work_dir, **overrides) -> dict:

@@ -15,13 +15,12 @@ import torch
 
 from torchyard.contract.workdir import last_val_metrics
 from torchyard.trainer.config import Config, ConfigError
-from torchyard.trainer.hooks import Hook
 from torchyard.trainer.loops import TrainingInterrupted
 from torchyard.trainer.runner import Runner
 
 from .runner_helpers import (
     BIN,
-    FAULT_HOOKS,
+    SignalAt,
     assert_same_training_state,
     final_state,
     make_cfg,
@@ -34,17 +33,6 @@ def train(cfg: dict) -> Runner:
     runner = Runner(Config(cfg))
     runner.train()
     return runner
-
-
-class SignalAt(Hook):
-    """Sends this process SIGTERM after iteration ``at``, as Kubernetes or Slurm would."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def after_train_iter(self, runner, losses) -> None:
-        if runner.iter == self.at:
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 @pytest.mark.parametrize(
@@ -194,12 +182,6 @@ def test_scalars_jsonl_has_loss_lr_time_eta_memory_and_val_metrics(tmp_path):
 
 # ---- real processes ----------------------------------------------------------------------------------------
 
-@pytest.fixture
-def fault_hooks(tmp_path):
-    (tmp_path / "fault_hooks.py").write_text(FAULT_HOOKS)
-    return "fault_hooks"
-
-
 @pytest.mark.e2e
 def test_ddp_matches_one_process_on_the_same_global_batch(tmp_path, fault_hooks):
     # No dropout, BN or augmentation: those draw per-rank randomness or per-rank statistics by design.
@@ -308,11 +290,10 @@ def test_cli_errors_are_one_clear_line_with_the_config_error_exit_code(tmp_path,
 
 
 @pytest.mark.e2e
-def test_a_stop_at_an_epoch_end_names_one_checkpoint_the_one_resume_uses(tmp_path):
+def test_a_stop_at_an_epoch_end_names_one_checkpoint_the_one_resume_uses(tmp_path, fault_hooks):
     """Only rank 0 saves: another rank must not name the file its stale view of the pointer names."""
-    (tmp_path / "fault_hooks.py").write_text(FAULT_HOOKS)
     cfg = make_cfg(tmp_path / "run", custom_hooks=[dict(type="TermAtEpochEnd", epoch=2)])
-    stopped = run_trainer(tmp_path, write_config(tmp_path / "c.py", cfg, "fault_hooks"), nproc=2)
+    stopped = run_trainer(tmp_path, write_config(tmp_path / "c.py", cfg, fault_hooks), nproc=2)
     assert stopped.returncode != 0
     named = re.findall(r"stopped by signal 15; resume from (.+)", stopped.stderr)
     assert len(named) == 2, stopped.stderr[-3000:]

@@ -1,15 +1,12 @@
-import os
-import signal
 import sys
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from torchyard.trainer.config import Config, ConfigError
-from torchyard.trainer.hooks import Hook
 from torchyard.trainer.runner import Runner
 
-from ..runner_helpers import make_cfg
+from ..runner_helpers import SignalAt, make_cfg
 
 TENSORBOARD = dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend"),
                                                     dict(type="TensorboardVisBackend")])
@@ -51,17 +48,6 @@ def test_without_the_package_the_error_names_the_extra(tmp_path, monkeypatch):
 # ---- MLflow ------------------------------------------------------------------------------------------------
 
 
-class StopAt(Hook):
-    """SIGTERM to this process after iteration `at`: the run stops at a checkpoint."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def after_train_iter(self, runner, losses) -> None:
-        if runner.iter == self.at:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
 def mlflow_cfg(tmp_path, **backend) -> dict:
     visualizer = dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend"),
                                                        dict(type="MLflowVisBackend", **backend)])
@@ -100,7 +86,7 @@ def test_tracked_config_keys_limit_the_params_and_a_stopped_run_is_killed(tmp_pa
 
     cfg = mlflow_cfg(tmp_path, tracked_config_keys=["model", "train_cfg.max_epochs"],
                      save_dir=str(tmp_path / "ml"))
-    cfg["custom_hooks"] = [dict(type=StopAt, at=5)]
+    cfg["custom_hooks"] = [dict(type=SignalAt, at=5)]
     with pytest.raises(TrainingInterrupted):
         Runner(Config(cfg)).train()
 
