@@ -2,7 +2,8 @@
 noise around them.
 
 When a worker fails, torchrun's agent adds a log line and then its own trace-back (ChildFailedError, about
-35 lines) after the worker's one-line error; on start it prints an OMP_NUM_THREADS banner. `torchyard run`
+35 lines) after the worker's one-line error, and, if the other workers are still running, a line for each
+one it stops; on start it prints an OMP_NUM_THREADS banner. `torchyard run`
 already says which node failed and why it does or does not restart, so these are dropped; every other
 line, the agent's other warnings included, is passed on unchanged.
 
@@ -20,6 +21,7 @@ import re
 _AGENT_LOG = re.compile(r"^[IWE]\d{4} [\d:.]+ \d+ torch/distributed/")
 _BANNER = re.compile(r"torch/distributed/run\.py:\d+\]")
 _WORKER_FAILED = re.compile(r"\] failed \(exitcode: -?\d+\) local_rank")
+_STOPPING_WORKER = re.compile(r"\] Sending process \d+ closing signal SIG[A-Z]+$")
 _RULE = "=" * 60
 
 
@@ -46,7 +48,9 @@ class AgentNoise:
         if line.startswith("Traceback (most recent call last):"):
             self._pending = line
             return []
-        if _AGENT_LOG.match(line) and (_BANNER.search(line) or _WORKER_FAILED.search(line)):
+        if _AGENT_LOG.match(line) and (
+            _BANNER.search(line) or _WORKER_FAILED.search(line) or _STOPPING_WORKER.search(line.rstrip())
+        ):
             return []
         return [line]
 

@@ -16,6 +16,17 @@ def test_torchruns_banner_failure_line_and_traceback_are_dropped_the_workers_lin
     assert kept(RECORDED) == ["error: model.channels: expected int, got 'abc' (str)\n"] * 2
 
 
+def test_the_agents_stopping_of_the_other_workers_is_dropped():
+    # Under load one rank fails first and the agent stops the other one before it reaches its own error.
+    stopping = (
+        "W1207 14:02:11.518000 4117 torch/distributed/elastic/multiprocessing/api.py:1028] "
+        "Sending process 4123 closing signal SIGTERM\n"
+    )
+    error = "error: model.channels: expected int, got 'abc' (str)\n"
+
+    assert kept([error, stopping]) == [error]
+
+
 def test_a_workers_own_traceback_and_other_agent_warnings_pass_unchanged():
     lines = [
         "W1203 18:19:03.409000 9756 torch/distributed/elastic/agent/server/api.py:753] "
