@@ -25,7 +25,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="config file (.py, .yaml or .json; _base_ inheritance works)")
     parser.add_argument("--work-dir", help="where logs, checkpoints and the merged config go "
                         "(default: the config's work_dir, else work_dirs/<config name>)")
-    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--cfg-options", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="override config keys: a.b=1 c=[1,2] d=(1,2) e=True f=None g=text")
     parser.add_argument("--launcher", choices=LAUNCHERS, default="none",
                         help="how the processes were started: none (one process), pytorch (torchrun), "

@@ -10,6 +10,8 @@ from these models. Python attributes are snake_case; YAML/JSON names are camelCa
 from __future__ import annotations
 
 import difflib
+import itertools
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -47,6 +50,8 @@ NODE_INFIX = "-node-"
 MAX_NODES = 4096
 MAX_PROCS_PER_NODE = 256
 MAX_GPUS_PER_NODE = 64
+# Slurm's default MaxArraySize is 1001 (task ids 0-1000); a bigger sweep needs the site to raise it.
+MAX_SWEEP_RUNS = 1000
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -293,6 +298,80 @@ class SlurmContainer(Model):
     )
 
 
+# A scalar of any JSON type; the CRD's structural schema has no union of types, so the API server keeps it
+# as given and the model checks it.
+def _sweep_value(value: Any) -> Any:
+    if not isinstance(value, str | int | float | bool):
+        raise ValueError(
+            f"{value!r} is not a single value: a sweep value is a string, number or true/false; "
+            "write a list as a string, e.g. '[8, 16]'"
+        )
+    return value
+
+
+SweepValue = Annotated[
+    Any, BeforeValidator(_sweep_value), WithJsonSchema({"x-kubernetes-preserve-unknown-fields": True})
+]
+
+
+def option_text(key: str, value: SweepValue) -> str:
+    """One `--cfg-options` item for a sweep value, written as on the command line (True, 0.05, text)."""
+    return f"{key}={value}"
+
+
+class SlurmSweep(Model):
+    """A sweep over cfgOptions as one Slurm job array: each point is its own run (array task), with its
+    own work dir `<work dir>/<index>`, checkpoints, restarts and requeues; the points' options come after
+    spec.cfgOptions, so they win."""
+
+    grid: dict[str, Annotated[list[SweepValue], Field(min_length=1)]] = Field(
+        default_factory=dict,
+        description="Every combination of these values, e.g. {optim_wrapper.optimizer.lr: [0.01, 0.1], "
+        "model.channels: [8, 16]} is 4 runs; the last key changes fastest.",
+    )
+    points: list[Annotated[list[NonEmptyLine], Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="Runs given one by one, each a list of KEY=VALUE cfgOptions; after the grid's runs.",
+    )
+    max_parallel: int | None = Field(
+        None, ge=1, description="At most this many runs at once (--array=...%N); all that fit when unset."
+    )
+
+    def runs(self) -> list[list[str]]:
+        """Each run's cfgOptions, in array task order: the grid's combinations, then the points."""
+        keys = list(self.grid)
+        combinations = itertools.product(*(self.grid[key] for key in keys))
+        grid = [[option_text(k, v) for k, v in zip(keys, values, strict=True)] for values in combinations]
+        return (grid if keys else []) + [list(point) for point in self.points]
+
+    @model_validator(mode="after")
+    def _runs(self) -> SlurmSweep:
+        count = len(self.points) + (math.prod(len(v) for v in self.grid.values()) if self.grid else 0)
+        if count == 0:
+            raise field_error("grid", "a sweep needs at least one run: set grid (values per key) or points")
+        if count > MAX_SWEEP_RUNS:
+            raise field_error(
+                "grid", f"{count} runs; a Slurm job array holds at most {MAX_SWEEP_RUNS} by default "
+                "(MaxArraySize): split the sweep into several jobs"
+            )
+        for key, values in self.grid.items():
+            if not key.strip():
+                raise field_error("grid", "a key is empty; use dotted names such as model.hidden")
+            for i, value in enumerate(values):
+                _check_option(f"grid.{key}.{i}", option_text(key, value))
+        for i, point in enumerate(self.points):
+            for j, option in enumerate(point):
+                _check_option(f"points.{i}.{j}", option)
+        return self
+
+
+def _check_option(path: str, option: str) -> None:
+    try:
+        parse_cfg_options([option])
+    except ConfigError as err:
+        raise field_error(path, str(err)) from None
+
+
 class SlurmSpec(Model):
     """How `torchyard slurm submit` asks Slurm for the job; ignored on Kubernetes."""
 
@@ -327,6 +406,11 @@ class SlurmSpec(Model):
         None,
         description="A virtualenv or conda prefix whose bin/ goes "
         "first on PATH (it must provide torchrun and torchyard).",
+    )
+    sweep: SlurmSweep | None = Field(
+        None,
+        description="TrainJob: run one job per point of a cfgOptions sweep, as one Slurm job array "
+        "(torchyard slurm submit only; Kubernetes and torchyard run refuse it).",
     )
 
     @model_validator(mode="after")
@@ -468,10 +552,7 @@ class JobSpec(Model):
     @classmethod
     def _cfg_options(cls, value: list[str]) -> list[str]:
         for i, option in enumerate(value):
-            try:
-                parse_cfg_options([option])
-            except ConfigError as err:
-                raise field_error(f"{i}", str(err)) from None
+            _check_option(f"{i}", option)
         return value
 
     @model_validator(mode="after")
@@ -491,6 +572,12 @@ class JobSpec(Model):
             raise field_error("command.0", "the first item must be a script or -m; it is empty")
         if self.command is None and self.config is None:
             raise field_error("config", "required (the config file to run), unless command is set")
+        if self.slurm.sweep is not None and self.command is not None:
+            raise field_error(
+                "slurm.sweep",
+                "a sweep passes each run's options to the torchyard trainer as --cfg-options; with command "
+                "set, write one job per run instead",
+            )
         if self.command is not None:
             trainer_only = self._trainer_only_fields_set()
             if trainer_only:
@@ -569,6 +656,12 @@ class TestJobSpec(JobSpec):
 
     @model_validator(mode="after")
     def _one_checkpoint(self) -> TestJobSpec:
+        if self.slurm.sweep is not None:
+            raise field_error(
+                "slurm.sweep",
+                "a TestJob evaluates one checkpoint; for a sweep's runs write one TestJob per run, each "
+                "with checkpoint: <the TrainJob's work dir>/<run index>",
+            )
         if self.command is None and (self.checkpoint is None) == (self.from_train_job is None):
             raise field_error(
                 "checkpoint",
@@ -607,6 +700,17 @@ class Condition(Model):
     last_transition_time: str | None = Field(None, description="RFC 3339 time the status last changed.")
 
 
+class SweepRun(Model):
+    """One run of a sweep (slurm.sweep): its options and what its work dir holds."""
+
+    index: int = Field(ge=0, description="The run's array task id; its work dir is <work dir>/<index>.")
+    cfg_options: list[Line] = Field(default_factory=list, description="The run's options, after cfgOptions.")
+    state: Line | None = Field(None, description="The run's Slurm state, where known.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Its last validation metrics.")
+    last_checkpoint: Line | None = Field(None, description="Its latest checkpoint.")
+    best_checkpoint: Line | None = Field(None, description="Its best checkpoint.")
+
+
 class JobStatus(Model):
     """What the operator observed; written by the operator only."""
 
@@ -639,6 +743,7 @@ class JobStatus(Model):
     slurm_job_id: Line | None = Field(
         None, description="Slurm operator mode: the Slurm job this object owns; only the operator sets it."
     )
+    runs: list[SweepRun] = Field(default_factory=list, description="A sweep's runs, in array task order.")
 
 
 class TestJobStatus(JobStatus):

@@ -30,10 +30,11 @@ from torchyard.operator.slurm.bridge import (
     log_paths,
     read_record,
     submit_jobs,
+    sweep_runs,
     wait_for_job,
 )
 from torchyard.operator.slurm.client import SlurmClient
-from torchyard.operator.slurm.observe import Observation, base_state, job_phase
+from torchyard.operator.slurm.observe import Observation, base_state, job_phase, task_states
 from torchyard.operator.slurm.render import render_slurm
 
 
@@ -69,6 +70,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                        "torchyard slurm logs digits-mlp --follow")
     logs.add_argument("target", metavar="NAME|ID", help=target_help)
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job finishes")
+    logs.add_argument("--run", type=int, metavar="N", help="of a sweep (slurm.sweep): the run to print")
     logs.set_defaults(func=_slurm(logs_command))
 
     listing = add_command(actions, "list", "torchyard jobs: recorded under ./work_dirs and queued in Slurm",
@@ -104,8 +106,9 @@ def submit_command(args: argparse.Namespace) -> int:
     def submitted(record: Record, after: str | None) -> None:
         print(record.job_id, flush=True)
         waits = f", after job {after} succeeds" if after else ""
-        _say(args, f"{record.kind} {record.name} is Slurm job {record.job_id}{waits}; "
-                   f"logs: {log_paths(record)[0]}")
+        first_log = log_paths(record, run=0 if record.runs else None)[0]
+        _say(args, f"{record.kind} {record.name} is Slurm job {record.job_id}{waits}{_sweep_note(record)}; "
+                   f"logs: {first_log}")
         _check_startable(client, record)
 
     records = submit_jobs(jobs, extra, client, on_submitted=submitted)
@@ -115,6 +118,13 @@ def submit_command(args: argparse.Namespace) -> int:
     for record in records:
         code = max(code, _wait(args, client, record, follow=args.follow))
     return code
+
+
+def _sweep_note(record: Record) -> str:
+    if not record.runs:
+        return ""
+    last = len(record.runs) - 1
+    return f", a sweep of {len(record.runs)} runs (array tasks 0-{last}, each in <work dir>/N/)"
 
 
 def _check_startable(client: SlurmClient, record: Record) -> None:
@@ -134,7 +144,10 @@ def _wait(args: argparse.Namespace, client: SlurmClient, record: Record, follow:
         record.remember(info)
         _say(args, f"job {record.job_id} {base_state(info.get('JobState', ''))}: {seen.message}")
 
-    tail = _Tail(record) if follow else None
+    if follow and record.runs:
+        _say(args, f"{record.name} is a sweep: its runs' states follow; for one run's output, "
+                   f"torchyard slurm logs {record.name} --run N --follow")
+    tail = _Tail(record) if follow and not record.runs else None
     try:
         info = wait_for_job(client, record.job_id, changed, tick=tail.poll if tail else lambda: None)
     except Unschedulable as err:
@@ -150,8 +163,8 @@ def _wait(args: argparse.Namespace, client: SlurmClient, record: Record, follow:
 class _Tail:
     """Prints what the job's stdout/stderr files gained since the last poll."""
 
-    def __init__(self, record: Record) -> None:
-        self.files = list(zip(log_paths(record), (sys.stdout, sys.stderr), strict=True))
+    def __init__(self, record: Record, run: int | None = None) -> None:
+        self.files = list(zip(log_paths(record, run=run), (sys.stdout, sys.stderr), strict=True))
         self.offsets = [0, 0]
 
     def poll(self) -> None:
@@ -206,7 +219,9 @@ def status_command(args: argparse.Namespace) -> int:
             ("state", f"{record.last_state or 'unknown'} (last seen; Slurm has forgotten the job)"),
             ("exit code", record.exit_code or "unknown"),
         ]
-    if record is not None:
+    if record is not None and record.runs:
+        rows += [("work dir", record.work_dir), ("logs", f"{record.work_dir}/N/slurm-{job_id}_N.out")]
+    elif record is not None:
         metrics = workdir.last_val_metrics(record.work_dir)
         rows += [
             ("checkpoint", workdir.read_pointer(record.work_dir, "latest") or "(none yet)"),
@@ -217,7 +232,27 @@ def status_command(args: argparse.Namespace) -> int:
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
+    if record is not None and record.runs:
+        _print_runs(sweep_runs(record, task_states(info or {})))
     return 0
+
+
+def _print_runs(runs: list[dict]) -> None:
+    """A sweep's runs, one line each: what each tried and what it reached."""
+    table = [("RUN", "STATE", "METRICS", "CHECKPOINT", "OPTIONS")]
+    for run in runs:
+        metrics = "  ".join(f"{k}: {v:.4g}" for k, v in run.get("metrics", {}).items()) or "-"
+        checkpoint = run.get("bestCheckpoint") or run.get("lastCheckpoint") or "-"
+        options = " ".join(run["cfgOptions"])
+        table.append((str(run["index"]), run.get("state", "?"), metrics, checkpoint, options))
+    print()
+    _print_table(table)
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(value.ljust(width) for value, width in zip(r, widths, strict=True)).rstrip())
 
 
 def cancel_command(args: argparse.Namespace) -> int:
@@ -240,13 +275,24 @@ def logs_command(args: argparse.Namespace) -> int:
             raise SlurmError(
                 f"job {job_id} was not submitted by torchyard; see its StdOut in scontrol show job"
             )
-    tail = _Tail(record)
-    tail.files = list(zip(log_paths(record, job_id), (sys.stdout, sys.stderr), strict=True))
+    tail = _Tail(record, args.run)
+    tail.files = list(zip(log_paths(record, job_id, args.run), (sys.stdout, sys.stderr), strict=True))
     tail.poll()
     if args.follow:
         wait_for_job(client, job_id, tick=tail.poll)
         tail.poll()
     return 0
+
+
+def _array_row(client: SlurmClient, job_id: str) -> dict[str, str] | None:
+    """A sweep's row for list: squeue lists its runs apart (<id>_<task>), so its state is theirs together."""
+    info = client.show_job(job_id)
+    if info is None:
+        return None
+    runs = task_states(info)
+    return {"JobState": f"{base_state(info.get('JobState', ''))} ({len(runs)} runs)",
+            "Reason": info.get("Reason", ""), "RunTime": info.get("RunTime", ""),
+            "NodeList": info.get("NodeList", "")}  # fmt: skip
 
 
 def list_command(args: argparse.Namespace) -> int:
@@ -261,7 +307,7 @@ def list_command(args: argparse.Namespace) -> int:
     header = ("JOBID", "KIND", "NAME", "STATE", "REASON", "ELAPSED", "NODES", "WORK DIR")
     rows = [header]
     for job_id, record in sorted(records.items(), key=lambda item: int(item[0])):
-        row = queued.get(job_id)
+        row = queued.get(job_id) or (_array_row(client, job_id) if record.runs else None)
         state = row["JobState"] if row else (record.last_state or "?") + "*"
         rows.append(
             (
@@ -275,9 +321,7 @@ def list_command(args: argparse.Namespace) -> int:
                 record.work_dir,
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for r in rows:
-        print("  ".join(value.ljust(width) for value, width in zip(r, widths, strict=True)).rstrip())
-    if any(not queued.get(job_id) for job_id in records):
+    _print_table(rows)
+    if any(not queued.get(job_id) and not records[job_id].runs for job_id in records):
         print("* last state seen; Slurm no longer lists the job", file=sys.stderr)
     return 0

@@ -16,7 +16,12 @@ from torchyard.contract.ports import DEFAULT_MASTER_PORT
 from torchyard.operator.api.spec import GPU_RESOURCE, NODE_INFIX, Job, PodTemplate, TrainJob
 from torchyard.operator.api.template import MAIN_CONTAINER
 from torchyard.operator.errors import RenderError
-from torchyard.operator.launch.command import check_train_job, node_program, torchrun_options
+from torchyard.operator.launch.command import (
+    check_single_run,
+    check_train_job,
+    node_program,
+    torchrun_options,
+)
 
 LABEL_JOB = "torchyard.dev/job-name"
 LABEL_RANK = "torchyard.dev/node-rank"
@@ -54,6 +59,7 @@ def render_k8s(
 ) -> list[dict[str, Any]]:
     """The Service and the Pods of one attempt of `job` (of `ranks` only, if given); `train_job` is needed
     for TestJob.fromTrainJob."""
+    check_single_run(job, "Kubernetes")
     train_mount = _train_work_dir_mount(job, train_job)
     chosen = range(job.spec.nodes) if ranks is None else ranks
     return [render_service(job)] + [render_pod(job, rank, train_mount) for rank in chosen]

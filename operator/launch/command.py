@@ -69,6 +69,16 @@ def program_args(job: Job, work_dir: str, checkpoint: Checkpoint | None = None) 
     return args + (["--cfg-options", *spec.cfg_options] if spec.cfg_options else [])
 
 
+def check_single_run(job: Job, backend: str) -> None:
+    """RenderError for a sweep on a backend that runs one job as one run (only Slurm has job arrays)."""
+    sweep = job.spec.slurm.sweep
+    if sweep is not None:
+        raise RenderError(
+            f"spec.slurm.sweep: {backend} cannot run a sweep ({len(sweep.runs())} runs), only Slurm's job "
+            "arrays can: submit it with torchyard slurm submit, or write one TrainJob per run"
+        )
+
+
 def test_checkpoint(job: TestJob, train_work_dir: str | None) -> Checkpoint | None:
     """Resolve the TestJob's checkpoint; `train_work_dir` is the fromTrainJob's work dir on this backend."""
     spec = job.spec
@@ -100,6 +110,12 @@ def check_train_job(job: Job, train_job: TrainJob | None) -> TrainJob | None:
         return None
     if train_job is None or train_job.metadata.name != name:
         raise RenderError(missing_train_job(name))
+    if train_job.spec.slurm.sweep is not None:
+        raise RenderError(
+            f"spec.fromTrainJob: TrainJob {name!r} is a sweep of {len(train_job.spec.slurm.sweep.runs())} "
+            f"runs, each with its own checkpoints; set spec.checkpoint to one run's, e.g. "
+            f"{work_dir_path(train_job)}/0/best_checkpoint"
+        )
     return train_job
 
 

@@ -27,6 +27,7 @@ from torchyard.contract.termination import PATH_VARIABLE, Termination
 from torchyard.operator.api.spec import Job, TrainJob
 from torchyard.operator.launch.agent_output import AgentNoise
 from torchyard.operator.launch.command import (
+    check_single_run,
     check_train_job,
     node_program,
     torchrun_options,
@@ -55,6 +56,7 @@ def local_commands(
 ) -> list[NodeProcess]:
     """The argv and env of every node of `job` on this machine (pure)."""
     spec = job.spec
+    check_single_run(job, "torchyard run")
     train_job = check_train_job(job, train_job)
     program = node_program(job, work_dir_path(job), train_job and work_dir_path(train_job))
     nodes = []
@@ -84,6 +86,7 @@ def run_job(job: Job, train_job: TrainJob | None = None, poll_seconds: float = 0
     A failure that spec.restartPolicy restarts (by default anything but an error rank 0 reports as not
     retryable, such as a bad config) restarts the whole gang, up to backoffLimit times, as the operator
     restarts pods; a TrainJob resumes from the last checkpoint (resume: auto)."""
+    check_single_run(job, "torchyard run")  # before anything is written
     work_dir = Path(work_dir_path(job))
     work_dir.mkdir(parents=True, exist_ok=True)
     termination_log = work_dir / ".torchyard-run-termination.json"

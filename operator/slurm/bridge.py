@@ -51,6 +51,7 @@ class Record:
     script: str
     submitted_at: str
     previous_job_ids: list[str] = field(default_factory=list)
+    runs: list[list[str]] = field(default_factory=list)  # a sweep's runs (their cfgOptions), else []
     last_state: str = ""  # the last state seen (Slurm forgets finished jobs after MinJobAge)
     last_reason: str = ""
     exit_code: str = ""
@@ -108,6 +109,9 @@ def submit_job(
     script = render_slurm(job, train_job)  # RenderError before anything is written
     work_dir = (cwd / work_dir_path(job)).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
+    runs = job.spec.slurm.sweep.runs() if job.spec.slurm.sweep else []
+    for index in range(len(runs)):
+        run_dir(work_dir, index).mkdir(exist_ok=True)  # each run's --output is opened there
     script_path = work_dir / SCRIPT
     script_path.write_text(script)
     options = [f"--dependency=afterok:{after}"] if after else []
@@ -122,6 +126,7 @@ def submit_job(
         script=str(script_path),
         submitted_at=datetime.now(UTC).isoformat(timespec="seconds"),
         previous_job_ids=[*previous.previous_job_ids, previous.job_id] if previous else [],
+        runs=runs,
     )
     record.save()
     return record
@@ -171,7 +176,7 @@ def find_record(
     client = client or SlurmClient()
     rows = client.jobs(name=None if target.isdigit() else target)
     for row in reversed(rows):
-        if target.isdigit() and row["JobId"] != target:
+        if target.isdigit() and row["JobId"].split("_")[0] != target:  # an array's runs are <id>_<task>
             continue
         script = Path(row.get("Command", ""))
         if script.name == SCRIPT:
@@ -181,8 +186,20 @@ def find_record(
     return None
 
 
+def run_dir(work_dir: str | Path, index: int) -> Path:
+    """The work dir of a sweep's run `index` (render.py's "$work_dir/$SLURM_ARRAY_TASK_ID")."""
+    return Path(work_dir) / str(index)
+
+
 def read_progress(kind: str, work_dir: str | Path) -> dict[str, Any]:
-    """Status fields from the work dir, as the pod path takes them from rank 0's termination message."""
+    """Status fields from the work dir, as the pod path takes them from rank 0's termination message;
+    of a sweep, each run's (`runs`)."""
+    try:
+        record = read_record(work_dir)
+    except SlurmError:
+        record = None
+    if record is not None and record.runs:
+        return {"runs": sweep_runs(record)}
     if kind == "TestJob":
         result = workdir.read_test_result(work_dir)
         if result is None:
@@ -200,6 +217,16 @@ def read_progress(kind: str, work_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def sweep_runs(record: Record, states: Mapping[int, str] | None = None) -> list[dict[str, Any]]:
+    """A sweep's runs as status entries (SweepRun): options, state (from `states`), metrics, checkpoints."""
+    runs = []
+    for index, options in enumerate(record.runs):
+        progress = read_progress(record.kind, run_dir(record.work_dir, index))
+        entry = {"index": index, "cfgOptions": options, "state": (states or {}).get(index), **progress}
+        runs.append({key: value for key, value in entry.items() if value is not None})
+    return runs
+
+
 def local_records(cwd: str | Path | None = None) -> list[Record]:
     """Records under ./work_dirs/*/ (the default work dirs), oldest job first."""
     root = Path(cwd or Path.cwd()) / DEFAULT_WORK_DIRS
@@ -207,10 +234,20 @@ def local_records(cwd: str | Path | None = None) -> list[Record]:
     return sorted((r for r in found if r), key=lambda r: int(r.job_id))
 
 
-def log_paths(record: Record, job_id: str | None = None) -> list[Path]:
-    """The job's stdout and stderr files (the script's --output/--error)."""
+def log_paths(record: Record, job_id: str | None = None, run: int | None = None) -> list[Path]:
+    """The job's stdout and stderr files (the script's --output/--error); of a sweep, those of `run`."""
     job_id = job_id or record.job_id
-    return [Path(record.work_dir) / f"slurm-{job_id}.{ext}" for ext in ("out", "err")]
+    if not record.runs:
+        if run is not None:
+            raise SlurmError(f"job {job_id} ({record.name}) is not a sweep: it has no runs to choose from")
+        return [Path(record.work_dir) / f"slurm-{job_id}.{ext}" for ext in ("out", "err")]
+    if run is None or not 0 <= run < len(record.runs):
+        chosen = "" if run is None else f"; {run} is not one of them"
+        raise SlurmError(
+            f"{record.name} is a sweep of {len(record.runs)} runs (0-{len(record.runs) - 1}){chosen}: "
+            "choose one, e.g. --run 0"
+        )
+    return [run_dir(record.work_dir, run) / f"slurm-{job_id}_{run}.{ext}" for ext in ("out", "err")]
 
 
 def wait_for_job(
@@ -223,7 +260,7 @@ def wait_for_job(
 ) -> dict[str, str] | None:
     """Poll until the job finishes; its last fields (None if Slurm forgot it). on_change hears every new
     state/reason; an unsatisfiable request raises Unschedulable instead of waiting forever."""
-    last: tuple[str, str, str] | None = None
+    last: tuple[str, ...] | None = None
     info: dict[str, str] | None = None
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
@@ -233,7 +270,7 @@ def wait_for_job(
             return info
         info = current
         seen = job_phase(info)
-        key = (info.get("JobState", ""), info.get("Reason", ""), info.get("Restarts", ""))
+        key = tuple(info.get(k, "") for k in ("JobState", "Reason", "Restarts", "ArrayTaskStates"))
         if key != last:
             last = key
             on_change(info, seen)

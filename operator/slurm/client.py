@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from torchyard.operator.errors import SlurmError
-from torchyard.operator.slurm.observe import parse_job_record, parse_sacct
+from torchyard.operator.slurm.observe import array_record, parse_job_record, parse_sacct
 
 DEFAULT_TIMEOUT = 30.0
 _INVALID_JOB = "Invalid job id specified"
@@ -70,7 +70,8 @@ class SlurmClient:
         return job_id
 
     def show_job(self, job_id: str) -> dict[str, str] | None:
-        """`scontrol show job -o ID` as a dict; for a job slurmctld has forgotten (MinJobAge after its end)
+        """`scontrol show job -o ID` as a dict (of a job array's id: array_record of its tasks); for a job
+        slurmctld has forgotten (MinJobAge after its end)
         what sacct keeps of it; None when neither knows the job."""
         argv = ["scontrol", "show", "job", "-o", str(job_id)]
         try:
@@ -79,8 +80,12 @@ class SlurmClient:
             if _INVALID_JOB in str(err):
                 return self.accounted_job(job_id)
             raise
-        lines = [line for line in out.splitlines() if line.strip()]
-        return parse_job_record(lines[0]) if lines else self.accounted_job(job_id)
+        records = [parse_job_record(line) for line in out.splitlines() if line.strip()]
+        if not records:
+            return self.accounted_job(job_id)
+        if records[0].get("ArrayJobId") == str(job_id) and "ArrayTaskId" in records[0]:
+            return array_record(str(job_id), records)  # the array's id: all of its tasks' lines
+        return records[0]
 
     def accounted_job(self, job_id: str) -> dict[str, str] | None:
         """A finished job's state and exit code from Slurm's accounting (sacct, with slurmdbd) or, on a

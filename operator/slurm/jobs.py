@@ -6,7 +6,7 @@ through sbatch from a login node, with the same typed statuses.
     jobs = SlurmJobs(cwd="~/project")                   # the submit dir: work_dirs/ and the configs are there
     [name] = jobs.submit("examples/trainjob.yaml")      # a file, a dict or a model; a TestJob waits
     status = jobs.wait(name, timeout=3600)              # a JobStatus once Succeeded or Failed
-    print(status.phase, status.metrics, status.slurm_job_id)
+    print(status.phase, status.metrics, status.slurm_job_id)   # a sweep: status.runs, one per run
     print(jobs.logs(name, tail=20))                     # the job's stdout (stderr=True: its stderr)
     jobs.list()                                         # [JobSummary(kind, name, phase, ...)]
     jobs.cancel(name)
@@ -25,7 +25,7 @@ from torchyard.operator.api import conditions as c
 from torchyard.operator.api.jobfile import load_jobs
 from torchyard.operator.api.spec import Condition, Job, JobStatus, Phase, TestJobStatus, load_job
 from torchyard.operator.client import JobSummary
-from torchyard.operator.errors import ClientError
+from torchyard.operator.errors import ClientError, SlurmError
 from torchyard.operator.slurm.bridge import (
     Record,
     find_record,
@@ -33,9 +33,10 @@ from torchyard.operator.slurm.bridge import (
     log_paths,
     read_progress,
     submit_jobs,
+    sweep_runs,
 )
 from torchyard.operator.slurm.client import SlurmClient
-from torchyard.operator.slurm.observe import job_phase
+from torchyard.operator.slurm.observe import job_phase, task_states
 
 FINISHED = (Phase.SUCCEEDED, Phase.FAILED)
 
@@ -77,6 +78,9 @@ class SlurmJobs:
             fields["conditions"] = [Condition(type=seen.condition_type, status="True", reason=seen.reason,
                                               message=seen.message)]
         progress = read_progress(record.kind, record.work_dir)
+        if record.runs:
+            progress["runs"] = sweep_runs(record, task_states(info or {}))
+        fields["runs"] = progress.get("runs") or []
         fields["metrics"] = progress.get("metrics") or {}
         model = TestJobStatus if record.kind == "TestJob" else JobStatus
         if record.kind == "TestJob":
@@ -99,9 +103,13 @@ class SlurmJobs:
                 raise TimeoutError(f"{name} is still {status.phase.value} after {timeout:.0f} s")
             time.sleep(poll_seconds)
 
-    def logs(self, name: str, tail: int | None = None, stderr: bool = False) -> str:
-        """The job's stdout (rank 0's log lines) or stderr, the last `tail` lines if given."""
-        path = log_paths(self._record(name))[1 if stderr else 0]
+    def logs(self, name: str, tail: int | None = None, stderr: bool = False, run: int | None = None) -> str:
+        """The job's stdout (rank 0's log lines) or stderr, the last `tail` lines if given; of a sweep, those
+        of `run`."""
+        try:
+            path = log_paths(self._record(name), run=run)[1 if stderr else 0]
+        except SlurmError as err:
+            raise ClientError(str(err)) from None
         try:
             with path.open(errors="replace") as handle:
                 lines = deque(handle, maxlen=tail) if tail else handle.readlines()

@@ -10,6 +10,7 @@ through sbatch. Nothing here runs a command; client.py does that.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -92,12 +93,62 @@ def parse_job_record(text: str) -> dict[str, str]:
 
 def parse_sacct(text: str, job_id: str) -> dict[str, str] | None:
     """`sacct -n -P -o JobID,State,ExitCode` rows -> the job's record in scontrol's keys (JobId, JobState,
-    ExitCode), from the row of the job itself (not its steps); None if no row is the job's."""
+    ExitCode), from the row of the job itself (not its steps), or of a job array, from its tasks' rows
+    (`<id>_<task>`); None if no row is the job's."""
+    tasks = []
     for line in text.splitlines():
         parts = line.strip().split("|")
-        if len(parts) >= 3 and parts[0] == job_id and parts[1].strip():
-            return {"JobId": job_id, "JobState": base_state(parts[1]), "ExitCode": parts[2], "Reason": "None"}
-    return None
+        if len(parts) < 3 or not parts[1].strip():
+            continue
+        record = {"JobId": job_id, "JobState": base_state(parts[1]), "ExitCode": parts[2], "Reason": "None"}
+        if parts[0] == job_id:
+            return record
+        array_id, _, task = parts[0].partition("_")
+        if array_id == job_id and task:
+            tasks.append({**record, "ArrayTaskId": task.strip("[]")})
+    return array_record(job_id, tasks) if tasks else None
+
+
+def array_tasks(text: str) -> list[int]:
+    """Slurm's array task ids ('0-3,7', '1-5:2', '2-4%2' with its throttle) as a list: [0, 1, 2, 3, 7]."""
+    ids: list[int] = []
+    for part in text.split("%")[0].split(","):
+        head, _, step = part.partition(":")
+        first, _, last = head.partition("-")
+        if first.isdigit():
+            ids += range(int(first), int(last or first) + 1, int(step or 1))
+    return ids
+
+
+_RUNNING = frozenset({"CONFIGURING", "RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"})
+
+
+def array_record(array_id: str, tasks: list[dict[str, str]]) -> dict[str, str]:
+    """A job array's task records (scontrol lines, or sacct rows) as one record that job_phase reads:
+    running while any task runs, pending while any waits (an unsatisfiable one first), and at the end
+    COMPLETED only if every task completed, else the first failed task's state and exit code.
+    `ArrayTaskStates` keeps each task's own state ('0=COMPLETED 1=RUNNING ...')."""
+    per_task = sorted(
+        (task_id, base_state(task.get("JobState", "")), task)
+        for task in tasks
+        for task_id in array_tasks(task.get("ArrayTaskId", ""))
+    )
+    states = " ".join(f"{task_id}={state}" for task_id, state, _ in per_task)
+    running = [task for _, state, task in per_task if state in _RUNNING]
+    waiting = [task for _, state, task in per_task if state not in _RUNNING and state not in TERMINAL_STATES]
+    failed = [task for _, state, task in per_task if state in TERMINAL_STATES and state != "COMPLETED"]
+    stuck = [task for task in waiting if task.get("Reason") in UNSATISFIABLE_REASONS]
+    chosen = (stuck or running or waiting or failed or [task for _, _, task in per_task] or [{}])[0]
+    restarts = max((int(task.get("Restarts", "0") or 0) for _, _, task in per_task), default=0)
+    nodes = ",".join(dict.fromkeys(task.get("NodeList", "") for task in running if task.get("NodeList")))
+    return {
+        **chosen,
+        "JobId": array_id,
+        "JobState": "RUNNING" if running and not stuck else base_state(chosen.get("JobState", "")),
+        "Restarts": str(restarts),
+        "NodeList": nodes or chosen.get("NodeList", ""),
+        "ArrayTaskStates": states,
+    }
 
 
 def base_state(state: str) -> str:
@@ -122,7 +173,31 @@ class Observation:
 
 
 def job_phase(info: dict[str, str]) -> Observation:
-    """Phase and condition of a job from its `scontrol show job` fields (JobState, Reason, Restarts...)."""
+    """Phase and condition of a job from its `scontrol show job` fields (JobState, Reason, Restarts...);
+    of a job array (array_record), with each run's state in the message."""
+    seen = _job_phase(info)
+    runs = task_states(info)
+    return dataclasses.replace(seen, message=f"{seen.message}; runs: {_ranges(runs)}") if runs else seen
+
+
+def task_states(info: dict[str, str]) -> dict[int, str]:
+    """A job array record's state of each task ({} for a plain job)."""
+    pairs = (item.partition("=") for item in info.get("ArrayTaskStates", "").split())
+    return {int(task): state for task, _, state in pairs if task.isdigit()}
+
+
+def _ranges(states: dict[int, str]) -> str:
+    """{0: 'COMPLETED', 1: 'COMPLETED', 2: 'RUNNING'} -> '0-1 COMPLETED, 2 RUNNING'."""
+    groups: list[list] = []  # [first, last, state]
+    for task, state in sorted(states.items()):
+        if groups and groups[-1][2] == state and groups[-1][1] == task - 1:
+            groups[-1][1] = task
+        else:
+            groups.append([task, task, state])
+    return ", ".join(f"{a}-{b} {s}" if a != b else f"{a} {s}" for a, b, s in groups)
+
+
+def _job_phase(info: dict[str, str]) -> Observation:
     state = base_state(info.get("JobState", ""))
     reason = info.get("Reason", "None")
     restarts = int(info.get("Restarts", "0") or 0)
@@ -161,4 +236,5 @@ def job_phase(info: dict[str, str]) -> Observation:
     message = f"{job} {state}" + (f": {details}" if details else "")
     if phase is Phase.FAILED and reason not in ("None", ""):
         message += f" (Reason={reason})"
+
     return Observation(phase, condition, constant, message, terminal=state in TERMINAL_STATES)

@@ -32,6 +32,7 @@ from torchyard.operator.launch.command import (
 )
 
 _WORK_DIR = "@torchyard-work-dir@"  # stands for "$work_dir" in argv until _word renders it
+_SWEEP_OPTIONS = "@torchyard-sweep-options@"  # stands for this array task's "${sweep_options[@]}"
 _NODE_ADDR_SED = r"sed -n 's/.*[[:space:]]NodeAddr=\([^[:space:]]*\).*/\1/p'"  # from `scontrol show node -o`
 _RUN_NODE = 'exec torchrun --node-rank="$SLURM_NODEID" "$@"'  # constant: user data arrives as "$@"
 
@@ -64,9 +65,14 @@ def sbatch_options(job: Job) -> list[str]:
     ):
         if value is not None:
             options.append(f"--{flag}={value}")
+    sweep = slurm.sweep
+    if sweep is not None:
+        throttle = f"%{sweep.max_parallel}" if sweep.max_parallel else ""
+        options.append(f"--array=0-{len(sweep.runs()) - 1}{throttle}")
+    logs = f"{work_dir}/%a/slurm-%A_%a" if sweep is not None else f"{work_dir}/slurm-%j"
     options += [
-        f"--output={work_dir}/slurm-%j.out",
-        f"--error={work_dir}/slurm-%j.err",
+        f"--output={logs}.out",
+        f"--error={logs}.err",
         "--open-mode=append",
         f"--signal=B:USR1@{slurm.signal_seconds}",
         "--requeue",
@@ -79,6 +85,11 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
     spec = job.spec
     train_job = check_train_job(job, train_job)
     program = node_program(job, _WORK_DIR, train_job and work_dir_path(train_job))
+    if spec.slurm.sweep is not None:
+        program += [_SWEEP_OPTIONS] if spec.cfg_options else ["--cfg-options", _SWEEP_OPTIONS]
+    # A run of a sweep is <array id>_<task>: its own SLURM_JOB_ID may be the array's id, which scancel and
+    # scontrol take as every run of the array.
+    this_job = "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}" if spec.slurm.sweep else "$SLURM_JOB_ID"
     derived = f"${{MASTER_PORT:-{slurm_port_shell()}}}"
     port = str(spec.master_port) if spec.master_port else f'"{derived}"'
     lines = ["#!/bin/bash", *(f"#SBATCH {option}" for option in sbatch_options(job))]
@@ -93,6 +104,8 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
         'mkdir -p -- "$work_dir"',
         'work_dir="$(cd -- "$work_dir" && pwd)"',
     ]
+    if spec.slurm.sweep is not None:
+        lines += _sweep_lines(spec.slurm.sweep.runs())
     if spec.slurm.python_env and not spec.slurm.container:
         lines.append(f'export PATH={shlex.quote(spec.slurm.python_env.rstrip("/") + "/bin")}:"$PATH"')
     lines += [
@@ -127,8 +140,8 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
         "# shellcheck disable=SC2317  # called by the trap",
         "stop_trainers() {",
         "  stop_requested=1",
-        '  echo "torchyard: USR1 (time limit near): stopping job $SLURM_JOB_ID at a checkpoint" >&2',
-        '  scancel --signal=TERM "$SLURM_JOB_ID" || echo "torchyard: scancel --signal=TERM failed" >&2',
+        f'  echo "torchyard: USR1 (time limit near): stopping job {this_job} at a checkpoint" >&2',
+        f'  scancel --signal=TERM "{this_job}" || echo "torchyard: scancel --signal=TERM failed" >&2',
         "}",
         "trap stop_trainers USR1",
         "",
@@ -164,9 +177,9 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
         '    echo "torchyard: $what; no requeue left ($used of $limit used)" >&2',
         "    return",
         "  fi",
-        '  echo "torchyard: $what; requeueing job $SLURM_JOB_ID ($((used + 1)) of $limit)" >&2',
+        f'  echo "torchyard: $what; requeueing job {this_job} ($((used + 1)) of $limit)" >&2',
         '  echo "$kind" >>"$restarts_file"',
-        '  scontrol requeue "$SLURM_JOB_ID" && exit 0',
+        f'  scontrol requeue "{this_job}" && exit 0',
         '  echo "torchyard: scontrol requeue failed" >&2',
         "}",
         restartable_function(spec.restart_policy),
@@ -184,8 +197,30 @@ def render_slurm(job: Job, train_job: TrainJob | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sweep_lines(runs: list[list[str]]) -> list[str]:
+    """Each array task is one run of the sweep: its own work dir and its point's cfgOptions."""
+    lines = [
+        "",
+        f"# A sweep of {len(runs)} runs, one per array task: run N works in $work_dir/N with its options.",
+        'run="$SLURM_ARRAY_TASK_ID"',
+        'work_dir="$work_dir/$run"',
+        'mkdir -p -- "$work_dir"',
+        'case "$run" in',
+    ]
+    lines += [f"  {i}) sweep_options=({' '.join(map(shlex.quote, run))}) ;;" for i, run in enumerate(runs)]
+    lines += [
+        f'  *) echo "torchyard: array task $run is not one of the sweep\'s runs (0-{len(runs) - 1})" >&2',
+        "     exit 2 ;;",
+        "esac",
+        'echo "torchyard: sweep run $run of ' + str(len(runs)) + ': ${sweep_options[*]}" >&2',
+    ]
+    return lines
+
+
 def _word(arg: str) -> str:
     """One argument for the script: our own expansions stay live, every other string is quoted."""
+    if arg == _SWEEP_OPTIONS:
+        return '"${sweep_options[@]}"'
     if arg == _WORK_DIR:
         return '"$work_dir"'
     if arg.startswith(_WORK_DIR + "/"):

@@ -82,7 +82,9 @@ SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,bf_interval=1
 SlurmdParameters=config_overrides
 ReturnToService=2
 MinJobAge=600
-KillWait=10
+# Slurm's default: a preempted or requeued job's trainers have this long after SIGTERM to stop at a
+# checkpoint before SIGKILL (10 s was too short for two ranks on a loaded CI machine).
+KillWait=30
 InactiveLimit=0
 SlurmctldTimeout=30
 SlurmdTimeout=60

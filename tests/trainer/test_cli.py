@@ -45,3 +45,13 @@ def test_print_config_shows_what_the_run_would_use_and_runs_nothing(tmp_path):
     assert f"work_dir = '{work_dir}'" in done.stdout
     assert not work_dir.exists()  # nothing built: no work dir, no log, no checkpoint
     assert main(["configs/no-such.py", "--print-config"]) == 3  # a config error stays exit 3
+
+
+def test_repeated_cfg_options_merge_as_in_mmengine():
+    # a sweep's run adds its own --cfg-options after the job's (operator/slurm/render.py)
+    argv = ["configs/digits_cnn.py", "--print-config", "--cfg-options", "train_cfg.max_epochs=7",
+            "optim_wrapper.optimizer.lr=0.5", "--cfg-options", "optim_wrapper.optimizer.lr=0.25"]
+    code = f"from torchyard.trainer.train import main; main({argv!r})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "'max_epochs': 7" in done.stdout and "'lr': 0.25" in done.stdout

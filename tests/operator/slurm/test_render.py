@@ -79,6 +79,62 @@ def test_train_golden(train_job, golden, tmp_path, case, spec):
     golden(f"slurm-train-{case}.sh", script)
 
 
+def test_sweep_golden(train_job, golden, tmp_path):
+    sweep = {"grid": {"optim_wrapper.optimizer.lr": [0.01, 0.1], "model.act": ["relu"]},
+             "points": [["model.hidden=[8, 16]"]], "maxParallel": 2}  # fmt: skip
+    script = render_slurm(train_job(slurm={"sweep": sweep}))
+    check_script(script, tmp_path)
+    golden("slurm-train-sweep.sh", script)
+
+
+@pytest.mark.parametrize("cfg_options", [["a.b=1"], []], ids=["after-cfgOptions", "alone"])
+def test_an_array_task_runs_its_point_in_its_own_work_dir(train_job, tmp_path, cfg_options):
+    sweep = {"grid": {"lr": [0.01, 0.1]}, "points": [["model.hidden=[8, 16]", "x=a b"]]}
+    job = train_job(cfgOptions=cfg_options, slurm={"sweep": sweep})
+    array = {"SLURM_ARRAY_JOB_ID": "1230", "SLURM_ARRAY_TASK_ID": "2"}
+    argv = run_with_stubs(check_script(render_slurm(job), tmp_path), tmp_path, array)
+
+    run_dir = str(tmp_path / "work_dirs/digits-mlp/2")
+    options = [*([] if cfg_options else ["--cfg-options"]), "model.hidden=[8, 16]", "x=a b"]
+    assert argv[5:] == [*program_args(job, run_dir), *options]
+    assert (tmp_path / "work_dirs/digits-mlp/2").is_dir()
+
+
+def test_an_array_task_outside_the_sweep_stops_with_a_message(train_job, tmp_path):
+    job = train_job(slurm={"sweep": {"points": [["a=1"]]}})
+    path = check_script(render_slurm(job), tmp_path)
+    env = {**os.environ, "SLURM_JOB_ID": "9", "SLURM_ARRAY_JOB_ID": "9", "SLURM_ARRAY_TASK_ID": "5"}
+    result = subprocess.run(["bash", str(path)], cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    assert result.returncode == 2
+    assert "array task 5 is not one of the sweep's runs (0-0)" in result.stderr
+
+
+def test_a_runs_requeue_and_stop_name_the_run_not_the_array(train_job):
+    script = render_slurm(train_job(slurm={"sweep": {"points": [["a=1"], ["a=2"]]}}))
+
+    assert 'scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"' in script
+    assert 'scancel --signal=TERM "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"' in script
+    assert 'scontrol requeue "$SLURM_JOB_ID"' not in script
+
+
+@pytest.mark.parametrize("where", ["grid key", "grid value", "point"])
+def test_hostile_sweep_strings_are_inert(base_train, tmp_path, where):
+    value = f'"$(touch {MARK}) `touch {MARK}`; touch {MARK} $HOME %j"'  # quoted: a string to the parser
+    sweep = {
+        "grid key": {"grid": {f"k{value.replace('.', '')}": [1]}},
+        "grid value": {"grid": {"k": [value]}},
+        "point": {"points": [[f"k={value}"]]},
+    }[where]
+    base_train["spec"]["slurm"] = {"sweep": sweep}
+    job = load_job(base_train)
+    array = {"SLURM_ARRAY_JOB_ID": "1230", "SLURM_ARRAY_TASK_ID": "0"}
+    argv = run_with_stubs(check_script(render_slurm(job), tmp_path), tmp_path, array)
+
+    assert not (tmp_path / MARK).exists() and not (Path.home() / MARK).exists()
+    assert argv[-1] == job.spec.slurm.sweep.runs()[0][0]
+
+
 @pytest.mark.parametrize("which", ["best", "latest"])
 def test_test_job_golden(repo, golden, tmp_path, which):
     train, test = _load(repo, "trainjob.yaml"), _load(repo, "testjob.yaml")
@@ -111,6 +167,14 @@ def test_sbatch_options(train_job):
         assert expected in options
 
 
+def test_a_sweep_is_a_job_array_with_its_logs_in_each_runs_dir(train_job):
+    options = sbatch_options(train_job(slurm={"sweep": {"grid": {"a": [1, 2, 3]}, "maxParallel": 2}}))
+
+    assert "--array=0-2%2" in options
+    assert "--output=work_dirs/digits-mlp/%a/slurm-%A_%a.out" in options
+    assert "--error=work_dirs/digits-mlp/%a/slurm-%A_%a.err" in options
+
+
 STUBS = {
     "scontrol": '#!/bin/sh\nif [ "$1" = show ]; then printf "node1\\nnode2\\n"; fi\n',
     # srun runs its command once, as node 0: skip srun's options up to the command (bash)
@@ -120,7 +184,7 @@ STUBS = {
 }
 
 
-def run_with_stubs(script_path: Path, cwd: Path) -> list[str]:
+def run_with_stubs(script_path: Path, cwd: Path, env: dict[str, str] | None = None) -> list[str]:
     stubs = cwd / "stubs"
     stubs.mkdir()
     for name, text in STUBS.items():
@@ -131,6 +195,7 @@ def run_with_stubs(script_path: Path, cwd: Path) -> list[str]:
         "PATH": f"{stubs}:{os.environ['PATH']}",
         "SLURM_JOB_ID": "1234",
         "SLURM_JOB_NODELIST": "node[1-2]",
+        **(env or {}),
     }
     env.pop("MASTER_PORT", None)
     subprocess.run(["bash", str(script_path)], cwd=cwd, env=env, check=True, timeout=60)
