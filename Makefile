@@ -29,8 +29,9 @@ $(BIN)/.installed-test: $(BIN)/.installed
 	$(BIN)/pip install --quiet -e '.[mlflow]' $(TORCH)
 	touch $@
 
+# torchyard torchrun: torchrun's arguments, with only the trainer's lines and its exit code (3: a bad config)
 demo: install
-	$(BIN)/torchrun --standalone --nproc-per-node=$(NPROC) -m torchyard.trainer.train \
+	$(BIN)/torchyard torchrun --standalone --nproc-per-node=$(NPROC) -m torchyard.trainer.train \
 		configs/digits_cnn.py --launcher pytorch --work-dir $(WORK_DIR)
 	$(BIN)/torchyard-test configs/digits_cnn.py $(WORK_DIR) --work-dir $(WORK_DIR)/test
 	@echo "logs, metrics and checkpoints: $(WORK_DIR)/ (best checkpoint: $$(cat $(WORK_DIR)/best_checkpoint))"

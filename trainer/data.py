@@ -7,7 +7,9 @@ twice when the data set size is not divisible by the number of processes.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,6 +41,18 @@ class RandomShift:
         return {**sample, "inputs": shifted}
 
 
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (images [1797, 8, 8] of 0-16, labels [1797]), read from the file it ships:
+    what sklearn.datasets.load_digits returns, without importing scikit-learn (about a second at start)."""
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets/data/digits.csv.gz" if spec else None
+    if path is None or not path.is_file():
+        raise ConfigError("DigitsDataset: scikit-learn's digits file is missing; install torchyard[trainer] "
+                          "(it brings scikit-learn)")
+    data = np.loadtxt(path, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
+
+
 @DATASETS.register()
 class DigitsDataset(Dataset):
     """scikit-learn's 1,797 handwritten 8x8 digits (shipped with the package, no download), split
@@ -51,22 +65,20 @@ class DigitsDataset(Dataset):
 
     def __init__(self, split: str = "train", val_fraction: float = 0.1, test_fraction: float = 0.1,
                  split_seed: int = 0, pipeline: Sequence[dict] = ()) -> None:
-        from sklearn.datasets import load_digits
-
         if split not in self.splits:
             raise ConfigError(f"DigitsDataset.split: {split!r} is not one of {', '.join(self.splits)}")
         fractions_fit = 0.0 < val_fraction < 1.0 and 0.0 < test_fraction < 1.0
         if not fractions_fit or val_fraction + test_fraction >= 1.0:
             raise ConfigError(f"DigitsDataset: val_fraction and test_fraction must be between 0 and 1, and "
                               f"leave images to train on; got {val_fraction} and {test_fraction}")
-        digits = load_digits()
-        order = np.random.default_rng(split_seed).permutation(len(digits.target))
+        images, labels = load_digits()
+        order = np.random.default_rng(split_seed).permutation(len(labels))
         # Three disjoint sets: the test images are never used to train or to pick a checkpoint.
         held_out = round(len(order) * (val_fraction + test_fraction))
         n_val = round(len(order) * val_fraction)
         chosen = {"train": order[held_out:], "val": order[:n_val], "test": order[n_val:held_out]}[split]
-        self.images = torch.from_numpy(digits.images[chosen] / 16.0).float().unsqueeze(1)
-        self.targets = torch.from_numpy(digits.target[chosen]).long()
+        self.images = torch.from_numpy(images[chosen] / 16.0).float().unsqueeze(1)
+        self.targets = torch.from_numpy(labels[chosen]).long()
         self.classes = [str(i) for i in range(10)]
         self.pipeline = [TRANSFORMS.build(t, where=f"pipeline[{i}]") for i, t in enumerate(pipeline)]
 

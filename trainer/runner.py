@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import time
@@ -44,7 +43,7 @@ from torchyard.trainer.hooks.checkpoint import CheckpointHook
 from torchyard.trainer.hooks.logger import LoggerHook
 from torchyard.trainer.logger import format_metrics, setup_logger
 from torchyard.trainer.loops import LoopCounter, TrainingInterrupted, TrainLoop, run_eval_loop, to_device
-from torchyard.trainer.optim import build_optim_wrapper
+from torchyard.trainer.optim import NO_CONTEXT, build_optim_wrapper
 from torchyard.trainer.preprocess import build_data_preprocessor, check_batches_stack_for
 from torchyard.trainer.registry import MODELS, import_custom_modules, set_default_scope
 from torchyard.trainer.schedulers import build_param_schedulers
@@ -157,7 +156,7 @@ class Runner:
 
     def autocast(self):
         if self.amp_dtype is None:
-            return contextlib.nullcontext()
+            return NO_CONTEXT
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     # ---- training ------------------------------------------------------------------------------------------

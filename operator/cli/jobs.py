@@ -13,7 +13,7 @@ from torchyard.operator.api.jobfile import load_jobs, train_job_of
 from torchyard.operator.api.spec import Job, TrainJob
 from torchyard.operator.cli.help import add_command
 from torchyard.operator.kube.render import render_k8s
-from torchyard.operator.launch.local import run_job
+from torchyard.operator.launch.local import run_job, run_torchrun
 from torchyard.operator.slurm.render import render_slurm
 
 
@@ -38,6 +38,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("file", metavar="FILE", help="a TrainJob/TestJob YAML file")
     _train_job_option(run)
     run.set_defaults(func=run_command)
+
+    torchrun = add_command(
+        commands, "torchrun", "torchrun ARGS with the trainer's lines only (no agent banner or trace-back) "
+        "and the trainer's exit code (3: a config error)",
+        "torchyard torchrun --standalone --nproc-per-node=2 -m torchyard.trainer.train configs/digits_cnn.py "
+        "--launcher pytorch", add_help=False)
+    torchrun.add_argument("argv", nargs=argparse.REMAINDER, help="torchrun's arguments, as for torchrun")
+    torchrun.set_defaults(func=torchrun_command, passthrough=True)
 
     crds = add_command(commands, "crds", "print the CRDs, or write them to a folder",
                        "torchyard crds --out crds/", "torchyard crds | kubectl apply --server-side -f -")
@@ -85,6 +93,10 @@ def run_command(args: argparse.Namespace) -> int:
         if code:
             break
     return code
+
+
+def torchrun_command(args: argparse.Namespace) -> int:
+    return run_torchrun(args.rest + args.argv)
 
 
 def crds_command(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ parsers it adds set `func(args) -> exit code`. To add a group, write the module 
     torchyard validate examples/trainjob.yaml
     torchyard render examples/trainjob.yaml --target k8s|slurm
     torchyard run examples/trainjob.yaml
+    torchyard torchrun --standalone --nproc-per-node=2 -m torchyard.trainer.train CONFIG --launcher pytorch
     torchyard submit|status|logs|cancel|list ...        (Kubernetes, through your kubeconfig)
     torchyard crds --out crds/
     torchyard operator run [--namespace NS] [--metrics-port PORT] [--json-logs] [--peering NAME]
@@ -24,7 +25,7 @@ from torchyard.operator.errors import RenderError, SpecError
 # Each group's module and the commands it adds. `torchyard COMMAND ...` imports only COMMAND's module, so that
 # e.g. `torchyard slurm submit` does not pay for the operator's imports; --help and typos import them all.
 COMMAND_GROUPS = {
-    "torchyard.operator.cli.jobs": ("validate", "render", "run", "crds"),
+    "torchyard.operator.cli.jobs": ("validate", "render", "run", "torchrun", "crds"),
     "torchyard.operator.cli.kube": ("submit", "status", "logs", "cancel", "list"),
     "torchyard.operator.cli.slurm": ("slurm",),
     "torchyard.operator.cli.operator": ("operator", "dev-cluster"),

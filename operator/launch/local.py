@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -106,6 +107,24 @@ def run_job(job: Job, train_job: TrainJob | None = None, poll_seconds: float = 0
         restarts += 1
         _say(f"a node failed (exit {code}); restarting the whole job ({restarts} of {limit})"
              + (", from the last checkpoint" if isinstance(job, TrainJob) else ""))
+
+
+def run_torchrun(args: list[str]) -> int:
+    """`torchrun ARGS` with torchyard's output: the trainer's lines without the agent's noise, and the
+    trainer's exit code (torchrun's own is 1 for any failure), e.g. 3 for a config error."""
+    with tempfile.TemporaryDirectory(prefix="torchyard-torchrun-") as folder:
+        termination_log = Path(folder) / "termination.json"  # rank 0 writes it (trainer/termination.py)
+        env = {**os.environ, PATH_VARIABLE: str(termination_log)}
+        proc = subprocess.Popen([torchrun_executable(), *args], env=env, stderr=subprocess.PIPE, text=True,
+                                bufsize=1)
+        forwarder = threading.Thread(target=_forward_stderr, args=(proc,), daemon=True)
+        forwarder.start()
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:  # torchrun got the SIGINT too and stops its workers
+            code = proc.wait()
+        forwarder.join(timeout=5)
+        return _trainer_exit_code(termination_log, code if code >= 0 else 128 - code)
 
 
 def _run_gang(job: Job, train_job: TrainJob | None, termination_log: Path, poll_seconds: float) -> int:

@@ -2,7 +2,7 @@ import collections
 
 import pytest
 import torch
-from sklearn.datasets import load_digits
+import sklearn.datasets
 from torch.utils.data import Dataset
 
 from torchyard.trainer.config import ConfigError
@@ -12,6 +12,7 @@ from torchyard.trainer.data import (
     ResumableSampler,
     ShardSampler,
     build_dataloader,
+    load_digits,
     set_train_position,
 )
 from torchyard.trainer.dist import DistEnv
@@ -47,13 +48,21 @@ def splits() -> dict[str, DigitsDataset]:
 
 
 def test_digits_train_and_held_out_cover_all_1797_images_disjointly(splits: dict[str, DigitsDataset]) -> None:
-    digits = load_digits()
+    digits = sklearn.datasets.load_digits()
     everything = collections.Counter((bytes(image.astype("uint8").flatten().tolist()), int(target))
                                      for image, target in zip(digits.images, digits.target, strict=True))
 
     assert [len(splits[split]) for split in ("train", "val", "test")] == [1438, 180, 179]
     assert image_counter(splits["train"]) + image_counter(splits["val"]) + image_counter(splits["test"]) \
         == everything
+
+
+def test_digits_are_what_scikit_learn_loads_read_without_importing_it() -> None:
+    images, labels = load_digits()
+    digits = sklearn.datasets.load_digits()
+
+    assert (images == digits.images).all() and (labels == digits.target).all()
+    assert images.dtype == digits.images.dtype and labels.dtype == digits.target.dtype
 
 
 def test_digits_test_images_are_none_of_the_validation_ones(splits: dict[str, DigitsDataset]) -> None:

@@ -112,6 +112,20 @@ def test_a_failure_rank_0_calls_final_is_not_restarted(tmp_path):
 
 
 @pytest.mark.e2e
+def test_torchyard_torchrun_says_a_config_error_in_one_line_and_exits_3(tmp_path):
+    """The issue's torchrun command through `torchyard torchrun` (what make demo runs): plain torchrun prints
+    its banner and trace-back and exits 1 whatever its worker's code; this prints the trainer's line."""
+    argv = ["torchrun", "--standalone", "--nproc-per-node=2", "-m", "torchyard.trainer.train",
+            str(REPO / "configs/digits_cnn.py"), "--launcher", "pytorch", "--work-dir", str(tmp_path / "wd"),
+            "--cfg-options", "model.channels=abc"]
+    result = subprocess.run([sys.executable, "-m", "torchyard.operator.cli.main", *argv], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.splitlines() == ["error: model.channels: expected int, got 'abc' (str)"]
+
+
+@pytest.mark.e2e
 def test_a_config_error_is_one_line_between_run_s_own_and_exits_3(tmp_path):
     """Through torchrun and two ranks: one rank's line, none of the agent's trace-back, the trainer's code."""
     job = {
