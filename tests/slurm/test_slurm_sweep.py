@@ -64,6 +64,9 @@ def test_status_shows_the_array_and_one_line_per_run(swept, yard):
     assert runs["2"].split()[1:3] == ["FAILED", "-"] and runs["2"].endswith("model.hidden=abc")
     by_id = yard.torchyard("slurm", "status", swept["job_id"], cwd=swept["submit"])
     assert by_id.stdout == status.stdout
+    listed = yard.torchyard("slurm", "list", cwd=swept["submit"])
+    row = next(line for line in listed.stdout.splitlines() if NAME in line)
+    assert row.split()[:5] == [swept["job_id"], "TrainJob", NAME, "FAILED", "(3"], listed.stdout
 
 
 def test_logs_are_per_run(swept, yard):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -25,8 +26,9 @@ from torchyard.operator.api.conditions import (
     WAITING_FOR_RESOURCES,
 )
 from torchyard.operator.api.jobfile import load_jobs
-from torchyard.operator.api.spec import Phase
-from torchyard.operator.slurm.bridge import RECORD, Record, find_record, read_record
+from torchyard.operator.api.spec import JobStatus, Phase
+from torchyard.operator.errors import SlurmError
+from torchyard.operator.slurm.bridge import RECORD, Record, find_record, log_paths, read_progress, read_record
 from torchyard.operator.slurm.observe import job_phase, parse_job_record, parse_sacct
 from torchyard.operator.slurm.render import render_slurm
 
@@ -93,6 +95,35 @@ def test_record_round_trip_and_lookup_by_name_and_file(tmp_path):
     assert find_record("trainjob.yaml", cwd=tmp_path).job_id == "5"
     (work_dir / "last_checkpoint").write_text(f"{work_dir}/epoch_2.pth\n")
     assert read_pointer(work_dir, "latest") == f"{work_dir}/epoch_2.pth"
+
+
+def test_a_sweeps_progress_is_each_runs_for_the_operators_status(tmp_path):
+    work_dir = tmp_path / "work_dirs/sweep"
+    record = _record(work_dir, name="sweep")
+    record.runs = [["lr=0.1"], ["lr=0.2"]]
+    (work_dir / "1").mkdir(parents=True)
+    record.save()
+    validated = {"mode": "val", "epoch": 1, "iter": 9, "accuracy/top1": 90.0}
+    (work_dir / "1/scalars.jsonl").write_text(json.dumps(validated) + "\n")
+    (work_dir / "1/last_checkpoint").write_text(f"{work_dir}/1/epoch_1.pth\n")
+
+    runs = read_progress("TrainJob", work_dir)["runs"]
+
+    assert runs == [{"index": 0, "cfgOptions": ["lr=0.1"], "metrics": {}},
+                    {"index": 1, "cfgOptions": ["lr=0.2"], "metrics": {"accuracy/top1": 90.0},
+                     "lastCheckpoint": f"{work_dir}/1/epoch_1.pth"}]  # fmt: skip
+    assert JobStatus(runs=runs).runs[1].last_checkpoint.endswith("1/epoch_1.pth")  # what status.runs takes
+
+
+def test_a_sweeps_logs_are_a_runs(tmp_path):
+    record = _record(tmp_path, job_id="70")
+    record.runs = [["a=1"], ["a=2"]]
+
+    assert log_paths(record, run=1) == [tmp_path / "1/slurm-70_1.out", tmp_path / "1/slurm-70_1.err"]
+    with pytest.raises(SlurmError, match=r"a sweep of 2 runs \(0-1\); 2 is not one of them"):
+        log_paths(record, run=2)
+    with pytest.raises(SlurmError, match="is not a sweep"):
+        log_paths(_record(tmp_path), run=0)
 
 
 def test_remember_keeps_the_last_state(tmp_path):

@@ -1,8 +1,8 @@
 import collections
 
 import pytest
-import torch
 import sklearn.datasets
+import torch
 from torch.utils.data import Dataset
 
 from torchyard.trainer.config import ConfigError
