@@ -68,12 +68,14 @@ def train(args: argparse.Namespace) -> dict:
                    "lastCheckpoint": str(runner.checkpoints.last() or ""),
                    "bestCheckpoint": str(runner.checkpoints.best() or "")}
     finally:
-        stop.restore()
         if runner is not None:
             runner.close()
         # Also when building the runner failed after joining the group: a live group at exit aborts the
         # process.
         destroy_distributed()
+        # Last: after a stop, a rank that has exited makes torchrun SIGTERM the others, and one still in the
+        # steps above must not die of it before it says where to resume (run_main prints that next).
+        stop.restore()
     return summary
 
 
