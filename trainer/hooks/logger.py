@@ -43,7 +43,7 @@ class LoggerHook(Hook):
         self.backends: dict[str, dict] = {"tensorboard": {}} if tensorboard else {}
         # mmengine's meaning: TensorBoard plots validation metrics over epochs (else over iterations).
         self.log_metric_by_epoch = log_metric_by_epoch
-        self._losses: dict[str, list[torch.Tensor]] = {}  # each step's, summed by one op when logged
+        self._sums: dict[str, torch.Tensor] = {}
         self._count = 0
         self._data_time = 0.0
         self._window_start = 0.0
@@ -60,7 +60,8 @@ class LoggerHook(Hook):
 
     def after_train_iter(self, runner: Runner, losses: dict[str, torch.Tensor]) -> None:
         for name, value in losses.items():
-            self._losses.setdefault(name, []).append(value.detach())
+            detached = value.detach()
+            self._sums[name] = self._sums[name] + detached if name in self._sums else detached
         self._count += 1
         self._data_time += runner.data_time
         if runner.iter % self.interval and runner.iter != runner.max_iters:
@@ -79,7 +80,7 @@ class LoggerHook(Hook):
         }
         if runner.optim_wrapper.last_grad_norm is not None:
             record["grad_norm"] = runner.optim_wrapper.last_grad_norm
-        self._losses, self._count, self._data_time, self._window_start = {}, 0, 0.0, now
+        self._sums, self._count, self._data_time, self._window_start = {}, 0, 0.0, now
         if not runner.env.is_main:
             return
         progress = (f"epoch {runner.epoch + 1}/{runner.max_epochs} " if runner.by_epoch else "") + \
@@ -96,8 +97,8 @@ class LoggerHook(Hook):
 
     def _mean_losses(self, runner: Runner) -> dict[str, float]:
         """Losses averaged over the window and over every rank: the loss of the global batch."""
-        names = sorted(self._losses)
-        means = torch.stack([torch.stack(self._losses[name]).float().sum() for name in names]) / self._count
+        names = sorted(self._sums)
+        means = torch.stack([self._sums[name].float() for name in names]) / self._count
         if runner.env.distributed:
             dist.all_reduce(means)
             means /= runner.env.world_size
