@@ -28,9 +28,9 @@ from torchyard.operator.slurm.bridge import (
     find_record,
     local_records,
     log_paths,
+    read_progress,
     read_record,
     submit_jobs,
-    sweep_runs,
     wait_for_job,
 )
 from torchyard.operator.slurm.client import SlurmClient
@@ -163,8 +163,8 @@ def _wait(args: argparse.Namespace, client: SlurmClient, record: Record, follow:
 class _Tail:
     """Prints what the job's stdout/stderr files gained since the last poll."""
 
-    def __init__(self, record: Record, run: int | None = None) -> None:
-        self.files = list(zip(log_paths(record, run=run), (sys.stdout, sys.stderr), strict=True))
+    def __init__(self, record: Record, job_id: str | None = None, run: int | None = None) -> None:
+        self.files = list(zip(log_paths(record, job_id, run), (sys.stdout, sys.stderr), strict=True))
         self.offsets = [0, 0]
 
     def poll(self) -> None:
@@ -233,7 +233,7 @@ def status_command(args: argparse.Namespace) -> int:
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     if record is not None and record.runs:
-        _print_runs(sweep_runs(record, task_states(info or {})))
+        _print_runs(read_progress(record.kind, record.work_dir, record.runs, task_states(info or {}))["runs"])
     return 0
 
 
@@ -275,8 +275,7 @@ def logs_command(args: argparse.Namespace) -> int:
             raise SlurmError(
                 f"job {job_id} was not submitted by torchyard; see its StdOut in scontrol show job"
             )
-    tail = _Tail(record, args.run)
-    tail.files = list(zip(log_paths(record, job_id, args.run), (sys.stdout, sys.stderr), strict=True))
+    tail = _Tail(record, job_id, args.run)
     tail.poll()
     if args.follow:
         wait_for_job(client, job_id, tick=tail.poll)

@@ -150,7 +150,8 @@ class SlurmJob:
             view, progress = SlurmView(self.job_id), {}
         else:
             view = await self._view(work_dir)
-            progress = await asyncio.to_thread(read_progress, job.kind, work_dir)
+            sweep = job.spec.slurm.sweep
+            progress = await asyncio.to_thread(read_progress, job.kind, work_dir, sweep and sweep.runs())
         decision = decide(job, loop.status, view, now, progress, train_job, train_status)
         if decision.cancel:
             await self._cancel(decision.cancel)

@@ -191,15 +191,17 @@ def run_dir(work_dir: str | Path, index: int) -> Path:
     return Path(work_dir) / str(index)
 
 
-def read_progress(kind: str, work_dir: str | Path) -> dict[str, Any]:
-    """Status fields from the work dir, as the pod path takes them from rank 0's termination message;
-    of a sweep, each run's (`runs`)."""
-    try:
-        record = read_record(work_dir)
-    except SlurmError:
-        record = None
-    if record is not None and record.runs:
-        return {"runs": sweep_runs(record)}
+def read_progress(
+    kind: str,
+    work_dir: str | Path,
+    runs: list[list[str]] | None = None,
+    states: Mapping[int, str] | None = None,
+) -> dict[str, Any]:
+    """Status fields from the work dir, as the pod path takes them from rank 0's termination message; of a
+    sweep (`runs`: each run's cfgOptions), `runs`: each run's own, with its Slurm state from `states`."""
+    if runs:
+        return {"runs": [_run_progress(kind, work_dir, index, options, states or {})
+                         for index, options in enumerate(runs)]}  # fmt: skip
     if kind == "TestJob":
         result = workdir.read_test_result(work_dir)
         if result is None:
@@ -217,14 +219,13 @@ def read_progress(kind: str, work_dir: str | Path) -> dict[str, Any]:
     }
 
 
-def sweep_runs(record: Record, states: Mapping[int, str] | None = None) -> list[dict[str, Any]]:
-    """A sweep's runs as status entries (SweepRun): options, state (from `states`), metrics, checkpoints."""
-    runs = []
-    for index, options in enumerate(record.runs):
-        progress = read_progress(record.kind, run_dir(record.work_dir, index))
-        entry = {"index": index, "cfgOptions": options, "state": (states or {}).get(index), **progress}
-        runs.append({key: value for key, value in entry.items() if value is not None})
-    return runs
+def _run_progress(
+    kind: str, work_dir: str | Path, index: int, options: list[str], states: Mapping[int, str]
+) -> dict[str, Any]:
+    """One run of a sweep as a status entry (SweepRun): options, state, metrics, checkpoints."""
+    entry = {"index": index, "cfgOptions": options, "state": states.get(index),
+             **read_progress(kind, run_dir(work_dir, index))}  # fmt: skip
+    return {key: value for key, value in entry.items() if value is not None}
 
 
 def local_records(cwd: str | Path | None = None) -> list[Record]:

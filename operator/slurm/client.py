@@ -71,8 +71,8 @@ class SlurmClient:
 
     def show_job(self, job_id: str) -> dict[str, str] | None:
         """`scontrol show job -o ID` as a dict (of a job array's id: array_record of its tasks); for a job
-        slurmctld has forgotten (MinJobAge after its end)
-        what sacct keeps of it; None when neither knows the job."""
+        slurmctld has forgotten (MinJobAge after its end) what sacct keeps of it; None when neither knows
+        the job."""
         argv = ["scontrol", "show", "job", "-o", str(job_id)]
         try:
             out = self.run(argv)

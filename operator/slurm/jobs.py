@@ -33,7 +33,6 @@ from torchyard.operator.slurm.bridge import (
     log_paths,
     read_progress,
     submit_jobs,
-    sweep_runs,
 )
 from torchyard.operator.slurm.client import SlurmClient
 from torchyard.operator.slurm.observe import job_phase, task_states
@@ -77,9 +76,7 @@ class SlurmJobs:
             fields["restarts"] = int(info.get("Restarts") or 0)
             fields["conditions"] = [Condition(type=seen.condition_type, status="True", reason=seen.reason,
                                               message=seen.message)]
-        progress = read_progress(record.kind, record.work_dir)
-        if record.runs:
-            progress["runs"] = sweep_runs(record, task_states(info or {}))
+        progress = read_progress(record.kind, record.work_dir, record.runs, task_states(info or {}))
         fields["runs"] = progress.get("runs") or []
         fields["metrics"] = progress.get("metrics") or {}
         model = TestJobStatus if record.kind == "TestJob" else JobStatus

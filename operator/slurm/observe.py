@@ -120,7 +120,7 @@ def array_tasks(text: str) -> list[int]:
     return ids
 
 
-_RUNNING = frozenset({"CONFIGURING", "RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"})
+_RUNNING = frozenset(state for state, (phase, _, _) in _STATES.items() if phase is Phase.RUNNING)
 
 
 def array_record(array_id: str, tasks: list[dict[str, str]]) -> dict[str, str]:

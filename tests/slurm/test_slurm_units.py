@@ -107,7 +107,7 @@ def test_a_sweeps_progress_is_each_runs_for_the_operators_status(tmp_path):
     (work_dir / "1/scalars.jsonl").write_text(json.dumps(validated) + "\n")
     (work_dir / "1/last_checkpoint").write_text(f"{work_dir}/1/epoch_1.pth\n")
 
-    runs = read_progress("TrainJob", work_dir)["runs"]
+    runs = read_progress("TrainJob", work_dir, record.runs)["runs"]
 
     assert runs == [{"index": 0, "cfgOptions": ["lr=0.1"], "metrics": {}},
                     {"index": 1, "cfgOptions": ["lr=0.2"], "metrics": {"accuracy/top1": 90.0},
