@@ -331,6 +331,20 @@ async def test_invalid_objects_fail_with_the_field_path_and_get_no_pods():
         assert not await cluster.pods() and cluster.kubelet.created == []
 
 
+async def test_a_sweep_is_kept_as_written_by_the_api_server_and_failed_by_the_operator_on_kubernetes():
+    """slurm.sweep is Slurm's (one job array): the CRD keeps its values of any type as given, and the
+    operator fails the object on Kubernetes saying where it runs, with no pod created."""
+    grid = {"optim_wrapper.optimizer.lr": [0.01, 0.1], "model.act": ["relu"], "amp": [True]}
+    async with running_cluster() as cluster, running_operator(cluster):
+        await cluster.create(train_job("sweep", slurm={"sweep": {"grid": grid, "maxParallel": 2}}))
+        status = await cluster.wait_phase("TrainJob", "sweep", "Failed")
+        failed = cond(status, "Failed")
+        assert failed["reason"] == "InvalidSpec", failed
+        assert "spec.slurm.sweep: Kubernetes cannot run a sweep (2 runs)" in failed["message"], failed
+        assert (await cluster.job("TrainJob", "sweep"))["spec"]["slurm"]["sweep"]["grid"] == grid
+        assert not await cluster.pods() and cluster.kubelet.created == []
+
+
 async def test_the_api_server_refuses_more_nodes_than_the_crd_allows():
     """Before, nodes had no upper bound: one job of ~55,000 nodes would render every pod at once and
     OOM-kill the shared operator, which then crash-looped on the same job."""
