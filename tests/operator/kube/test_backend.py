@@ -198,7 +198,9 @@ async def test_active_deadline():
 
 async def test_ttl_deletes_the_job_once_and_it_is_not_recreated():
     async with running_cluster() as cluster, running_operator(cluster):
-        await cluster.create(train_job(ttlSecondsAfterFinished=1))
+        # completionTime is stamped in whole seconds (truncated): a 1 s TTL could end a few ms after Succeeded
+        # was written, before a 0.1 s poll saw it.
+        await cluster.create(train_job(ttlSecondsAfterFinished=3))
         await succeed_all(cluster)
         await cluster.wait_phase("TrainJob", "digits-mlp", "Succeeded")
         await cluster.wait(lambda: _gone(cluster), timeout=10, what="job deleted")
